@@ -1,0 +1,48 @@
+# vitlearnenc — common tasks. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CIFAR-10: a local copy (tar.gz of train/test class folders, or an extracted folder);
+# leave empty to download with torchvision (needs internet).
+DATA ?=
+PYTEST_FLAGS ?=
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: help install train test test-slow test-full lint typecheck bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install the package with dev tools
+
+train: install  ## train a small ViT on CIFAR-10 encrypted with a fresh key (DATA=path for a local copy)
+	$(BIN)/vitlearnenc-train experiment=quickstart $(if $(DATA),data.root=$(abspath $(DATA)))
+
+test: install  ## fast test suite (no slow, no GPU)
+	$(BIN)/pytest -m "not slow and not gpu" -q $(PYTEST_FLAGS)
+
+test-slow: install  ## slow tests only (DDP, sweeps, kill/resume, load)
+	$(BIN)/pytest -m "slow" -q $(PYTEST_FLAGS)
+
+test-full: install  ## every test (GPU tests run where CUDA exists)
+	$(BIN)/pytest -q $(PYTEST_FLAGS)
+
+lint: install  ## ruff lint + format check, mypy on ciphers/ and data/
+	$(BIN)/ruff check vitlearnenc tests experiments
+	$(BIN)/ruff format --check vitlearnenc tests experiments
+	$(BIN)/mypy vitlearnenc/ciphers vitlearnenc/data
+
+bench: install  ## run every benchmark; JSON + summary in experiments/results/bench/
+	$(BIN)/python -m experiments.benchmarks.run_all
+
+clean:  ## remove caches and run outputs (keeps .venv)
+	rm -rf outputs multirun .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,55 @@
+"""Keyed image ciphers: the proposed block-scramble + pixel-shuffle cipher and the LE, ELE,
+EtC and PE baselines, with key generation and key files. Pure torch/NumPy: no Lightning,
+Hydra or wandb in this package."""
+
+from vitlearnenc.ciphers.base import (
+    Cipher,
+    CipherInputError,
+    GatherPlan,
+    IndexCipher,
+    NotInvertibleError,
+)
+from vitlearnenc.ciphers.keys import (
+    CipherKey,
+    KeyFileError,
+    KeyMismatchError,
+    read_key_file,
+    save_key,
+)
+from vitlearnenc.ciphers.plain import PlainCipher, PreEncryptedCipher
+from vitlearnenc.ciphers.proposed import ProposedCipher
+from vitlearnenc.ciphers.registry import (
+    UnknownCipherError,
+    build_cipher,
+    generate_key,
+    get_cipher_class,
+    list_ciphers,
+    load_key,
+    register_cipher,
+)
+
+for _cls in (PlainCipher, PreEncryptedCipher, ProposedCipher):
+    register_cipher(_cls)
+
+__all__ = [
+    "Cipher",
+    "CipherInputError",
+    "CipherKey",
+    "GatherPlan",
+    "IndexCipher",
+    "KeyFileError",
+    "KeyMismatchError",
+    "NotInvertibleError",
+    "PlainCipher",
+    "PreEncryptedCipher",
+    "ProposedCipher",
+    "UnknownCipherError",
+    "build_cipher",
+    "generate_key",
+    "get_cipher_class",
+    "list_ciphers",
+    "load_key",
+    "read_key_file",
+    "register_cipher",
+    "save_key",
+]

@@ -1,0 +1,242 @@
+"""Cipher interface and the shared gather-plus-negation engine.
+
+Every keyed transform of the project is, per key, a fixed map of value positions (a gather)
+followed by a fixed negative-positive flip of some values (``v -> max - v``, which is
+``v XOR 255`` on uint8). :class:`IndexCipher` precomputes that map once per key and applies it
+to a whole batch with one ``index_select`` and one elementwise op, on whatever device the
+batch lives, so subclasses only describe *where* each value comes from.
+
+Value conventions: uint8 tensors hold 0..255; floating tensors hold 0..1 (negation is
+``1 - v``). Ciphers that work on nibbles (LE, ELE) quantise float input to 8 bits first.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from vitlearnenc.ciphers.keys import CipherKey, KeyMismatchError, KeyRNG
+
+
+class CipherInputError(ValueError):
+    """Images that a cipher cannot process (wrong shape, size or dtype)."""
+
+
+class NotInvertibleError(RuntimeError):
+    """``decrypt`` called on a cipher (or mode) that has no inverse."""
+
+
+def parse_image_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """Normalise ``32``, ``(32, 32)`` or ``[32, 32]`` to ``(H, W)``."""
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    size = tuple(int(v) for v in image_size)
+    if len(size) != 2:
+        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def check_block_grid(image_size: tuple[int, int], block_size: int) -> tuple[int, int]:
+    """Return the block grid (H/M, W/M), or raise a clear error if M does not divide H and W."""
+    height, width = image_size
+    if block_size <= 0:
+        raise ValueError(f"block size must be positive, got {block_size}")
+    if height % block_size or width % block_size:
+        raise CipherInputError(
+            f"image size {height}x{width} is not a multiple of the block size {block_size}; "
+            f"resize the images (e.g. --resize {(max(height, width) // block_size + 1) * block_size}) "
+            "or choose a block size that divides both sides"
+        )
+    return height // block_size, width // block_size
+
+
+def log2_factorial(n: int) -> float:
+    """log2(n!) exactly enough for key spaces (lgamma; exact to ~1e-12 relative)."""
+    return math.lgamma(n + 1) / math.log(2)
+
+
+class Cipher(ABC):
+    """A keyed, batched, device-agnostic image transform on ``(B, C, H, W)`` tensors.
+
+    Subclasses set ``name`` (the registry name), implement :meth:`generate_key`,
+    :meth:`validate_key`, :meth:`encrypt`, :meth:`decrypt`, :meth:`key_space_bits` and
+    :meth:`is_patch_aligned`.
+    """
+
+    name: ClassVar[str]
+    #: whether ``decrypt`` is the exact inverse of ``encrypt`` (on uint8 input)
+    invertible: ClassVar[bool] = True
+    #: whether the cipher needs a key at all (``plain`` and ``none`` do not)
+    keyed: ClassVar[bool] = True
+
+    def __init__(self, key: CipherKey) -> None:
+        if key.method != self.name:
+            raise KeyMismatchError(
+                f"key was made for the {key.method!r} cipher, not {self.name!r}; "
+                f"use a {self.name!r} key (vitlearnenc-keygen --method {self.name})"
+            )
+        self.validate_key(key)
+        self.key = key
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.key.image_size
+
+    @property
+    def block_size(self) -> int:
+        return self.key.block_size
+
+    @classmethod
+    @abstractmethod
+    def generate_key(
+        cls, image_size: tuple[int, int], block_size: int, rng: KeyRNG, **options: Any
+    ) -> CipherKey:
+        """Draw a fresh key for images of ``image_size`` with blocks of ``block_size``."""
+
+    @classmethod
+    @abstractmethod
+    def validate_key(cls, key: CipherKey) -> None:
+        """Raise :class:`~vitlearnenc.ciphers.keys.KeyFileError` if the material is malformed."""
+
+    @abstractmethod
+    def encrypt(self, images: torch.Tensor) -> torch.Tensor:
+        """Encrypt ``(B, C, H, W)`` uint8 (0..255) or float (0..1) images; same dtype/device."""
+
+    @abstractmethod
+    def decrypt(self, images: torch.Tensor) -> torch.Tensor:
+        """Exact inverse of :meth:`encrypt` (raises :class:`NotInvertibleError` if none)."""
+
+    @abstractmethod
+    def key_space_bits(self) -> float:
+        """log2 of the number of distinct keys for this image size and block size."""
+
+    @abstractmethod
+    def is_patch_aligned(self, patch_size: int) -> bool:
+        """True if every encrypted ViT patch of ``patch_size`` depends on one plain patch only."""
+
+    def output_shape(self, channels: int) -> tuple[int, int, int]:
+        """(C, H, W) of an encrypted image; equal to the input for all but grayscale EtC."""
+        return (channels, *self.image_size)
+
+    def check_input(self, images: torch.Tensor, expected_hw: tuple[int, int] | None = None) -> None:
+        """Raise a clear :class:`CipherInputError` for tensors this cipher cannot process."""
+        if images.ndim != 4:
+            raise CipherInputError(
+                f"expected a (B, C, H, W) batch, got a tensor of shape {tuple(images.shape)}; "
+                "add a batch dimension with images.unsqueeze(0)"
+            )
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise CipherInputError(f"images must be uint8 (0..255) or float (0..1), got {images.dtype}")
+        hw = tuple(images.shape[-2:])
+        expected = expected_hw or self.image_size
+        if hw != tuple(expected):
+            raise KeyMismatchError(
+                f"the key was made for {expected[0]}x{expected[1]} images but got "
+                f"{hw[0]}x{hw[1]}; resize the images to {expected[0]}x{expected[1]} or make a key "
+                "for this size"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.key!r})"
+
+
+@dataclass(frozen=True)
+class GatherPlan:
+    """One key's transform as a gather over flattened values plus a negation mask.
+
+    ``out.flatten(1)[:, j] = in.flatten(1)[:, index[j]]``, then values where ``negate[j]`` are
+    mapped ``v -> max - v``. ``spatial`` plans index H*W pixel positions and act on every channel
+    alike; otherwise they index the C*H*W values.
+    """
+
+    index: np.ndarray
+    negate: np.ndarray | None
+    spatial: bool
+
+    def inverse(self) -> GatherPlan:
+        """The plan of the inverse transform: gather by ``argsort(index)``, negation moved along."""
+        inverse_index = np.argsort(self.index, kind="stable")
+        negate = None if self.negate is None else self.negate[inverse_index]
+        return GatherPlan(inverse_index, negate, self.spatial)
+
+
+class IndexCipher(Cipher):
+    """A cipher whose transform is one :class:`GatherPlan` per key (see module docstring).
+
+    The plan is built once from the key; device copies of its index tensors are cached, so a
+    batch costs one ``index_select`` and at most one elementwise op.
+    """
+
+    def __init__(self, key: CipherKey) -> None:
+        super().__init__(key)
+        self._plans: dict[str, GatherPlan] = {}
+        self._device_cache: dict[tuple[str, str, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    @abstractmethod
+    def build_plan(self, channels: int) -> GatherPlan:
+        """The encryption plan for images with ``channels`` colour channels."""
+
+    def _plan(self, direction: str, channels: int) -> GatherPlan:
+        cache_key = f"{direction}{channels}"
+        if cache_key not in self._plans:
+            plan = self.build_plan(channels)
+            self._plans[f"encrypt{channels}"] = plan
+            self._plans[f"decrypt{channels}"] = plan.inverse()
+        return self._plans[cache_key]
+
+    def _device_plan(
+        self, direction: str, channels: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[GatherPlan, torch.Tensor, torch.Tensor | None]:
+        plan = self._plan(direction, channels)
+        cache_key = (f"{direction}{channels}", str(device), dtype)
+        if cache_key not in self._device_cache:
+            index = torch.as_tensor(plan.index, dtype=torch.long, device=device)
+            mask = None
+            if plan.negate is not None:
+                negate = torch.as_tensor(plan.negate.astype(bool), device=device)
+                # uint8: XOR with 255 negates; float: 1 - v, done as where() with a bool mask
+                mask = negate.to(torch.uint8) * 255 if dtype == torch.uint8 else negate
+            self._device_cache[cache_key] = (index, mask)
+        index, mask = self._device_cache[cache_key]
+        return plan, index, mask
+
+    def _apply(self, images: torch.Tensor, direction: str, out_shape: tuple[int, ...]) -> torch.Tensor:
+        batch, channels = images.shape[:2]
+        plan, index, mask = self._device_plan(direction, channels, images.device, images.dtype)
+        if plan.spatial:
+            flat = images.reshape(batch, channels, -1).index_select(2, index)
+        else:
+            flat = images.reshape(batch, -1).index_select(1, index)
+        if mask is not None:
+            flat = flat.reshape(batch, -1)
+            if images.dtype == torch.uint8:
+                flat = flat ^ mask
+            else:
+                flat = torch.where(mask, 1.0 - flat, flat)
+        return flat.reshape(batch, *out_shape)
+
+    def encrypt(self, images: torch.Tensor) -> torch.Tensor:
+        self.check_input(images)
+        return self._apply(images, "encrypt", self.output_shape(images.shape[1]))
+
+    def decrypt(self, images: torch.Tensor) -> torch.Tensor:
+        channels = self.input_channels(images)
+        self.check_input(images, self.output_shape(channels)[1:])
+        return self._apply(images, "decrypt", (channels, *self.image_size))
+
+    def input_channels(self, encrypted: torch.Tensor) -> int:
+        """Channels of the plain image behind an encrypted batch (differs for grayscale EtC)."""
+        return int(encrypted.shape[1])
+
+
+def block_grid_index(height: int, width: int, block_size: int) -> np.ndarray:
+    """Flat pixel index arranged as ``(N, M, M)``: entry [b, r, c] is the row-major position
+    of pixel (r, c) of block b (blocks numbered row-major). Helper for block-wise plans."""
+    grid_h, grid_w = height // block_size, width // block_size
+    flat = np.arange(height * width, dtype=np.int64).reshape(grid_h, block_size, grid_w, block_size)
+    return flat.transpose(0, 2, 1, 3).reshape(grid_h * grid_w, block_size, block_size)
