@@ -41,8 +41,12 @@ def test_round_trip_and_mode(key_path: Path) -> None:
     assert key == generate_key("proposed", 32, 4, seed=0)
     data = json.loads(key_path.read_text())
     assert data["format"] == "vitlearnenc-key" and data["version"] == 1
-    assert data["method"] == "proposed" and data["image_size"] == [32, 32] and data["block_size"] == 4
-    assert sorted(data["block_perm"]) == list(range(64)) and sorted(data["pixel_perm"]) == list(range(4))
+    assert (
+        data["method"] == "proposed" and data["image_size"] == [32, 32] and data["block_size"] == 4
+    )
+    assert sorted(data["block_perm"]) == list(range(64)) and sorted(data["pixel_perm"]) == list(
+        range(4)
+    )
 
 
 def test_file_key_encrypts_like_the_original(key_path: Path) -> None:
@@ -88,8 +92,16 @@ def test_corrupt_files_rejected(key_path: Path, corrupt, message: str) -> None:
         (lambda d: d.update(version=2), KeyFileError, "version 2 is not supported"),
         (lambda d: d.pop("block_size"), KeyFileError, "lacks the field 'block_size'"),
         (lambda d: d.update(image_size=[32]), KeyFileError, r"image_size must be \[H, W\]"),
-        (lambda d: d.update(block_perm=d["block_perm"][:-1]), KeyFileError, "block_perm must have length 64"),
-        (lambda d: d["block_perm"].__setitem__(0, d["block_perm"][1]), KeyFileError, "repeated values"),
+        (
+            lambda d: d.update(block_perm=d["block_perm"][:-1]),
+            KeyFileError,
+            "block_perm must have length 64",
+        ),
+        (
+            lambda d: d["block_perm"].__setitem__(0, d["block_perm"][1]),
+            KeyFileError,
+            "repeated values",
+        ),
         (lambda d: d["pixel_perm"].__setitem__(0, 9), KeyFileError, "out of range"),
         (lambda d: d.update(pixel_perm="abc"), KeyFileError, "list of integers"),
         (lambda d: d.update(extra=[1]), KeyFileError, "unexpected: \\['extra'\\]"),
@@ -127,7 +139,9 @@ def test_errors_never_contain_key_material(key_path: Path) -> None:
     _rewrite(key_path, lambda d: d["block_perm"].__setitem__(0, d["block_perm"][1]))
     with pytest.raises(KeyFileError) as info:
         load_key(key_path)
-    assert secret not in str(info.value) and str(data["block_perm"][:5])[1:-1] not in str(info.value)
+    assert secret not in str(info.value) and str(data["block_perm"][:5])[1:-1] not in str(
+        info.value
+    )
 
 
 def test_unknown_cipher_lists_choices() -> None:

@@ -17,7 +17,9 @@ from vitlearnenc.ciphers import (
 )
 
 
-def reference_encrypt(image: np.ndarray, block_perm: np.ndarray, pixel_perm: np.ndarray, m: int) -> np.ndarray:
+def reference_encrypt(
+    image: np.ndarray, block_perm: np.ndarray, pixel_perm: np.ndarray, m: int
+) -> np.ndarray:
     """The paper's steps with explicit loops: (H, W, C) uint8 -> (H, W, C).
 
     1-2: cut into M x M blocks, encrypted block i = plain block block_perm[i];
@@ -71,14 +73,19 @@ def reference_encrypt_channel_mix(image: np.ndarray, block_perm, pixel_perm, m: 
     return result
 
 
-@pytest.mark.parametrize(("size", "block"), [((8, 8), 4), ((16, 24), 4), ((32, 32), 8), ((12, 18), 6), ((32, 32), 2)])
+@pytest.mark.parametrize(
+    ("size", "block"), [((8, 8), 4), ((16, 24), 4), ((32, 32), 8), ((12, 18), 6), ((32, 32), 2)]
+)
 def test_matches_reference(size: tuple[int, int], block: int) -> None:
     cipher = build_cipher("proposed", image_size=size, block_size=block, seed=3)
     images = torch.randint(0, 256, (3, 3, *size), dtype=torch.uint8)
     encrypted = cipher.encrypt(images)
     for image, got in zip(images, encrypted, strict=True):
         expected = reference_encrypt(
-            image.permute(1, 2, 0).numpy(), cipher.key["block_perm"], cipher.key["pixel_perm"], block
+            image.permute(1, 2, 0).numpy(),
+            cipher.key["block_perm"],
+            cipher.key["pixel_perm"],
+            block,
         )
         np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), expected)
 
@@ -97,7 +104,9 @@ def test_channel_mix_matches_reference() -> None:
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
 @pytest.mark.parametrize(("size", "block"), [(8, 4), ((16, 32), 8), (32, 4)])
 def test_round_trip(channel_mix: bool, dtype: torch.dtype, size, block: int) -> None:
-    cipher = build_cipher("proposed", image_size=size, block_size=block, seed=1, channel_mix=channel_mix)
+    cipher = build_cipher(
+        "proposed", image_size=size, block_size=block, seed=1, channel_mix=channel_mix
+    )
     shape = (4, 3, *((size, size) if isinstance(size, int) else size))
     images = torch.randint(0, 256, shape, dtype=torch.uint8)
     if dtype.is_floating_point:
@@ -117,7 +126,9 @@ def test_steps_commute_and_keep_block_content() -> None:
     blocks = lambda t: t.unfold(1, 4, 4).unfold(2, 4, 4).reshape(3, 16, 16).permute(1, 0, 2)  # noqa: E731
     plain_blocks, enc_blocks = blocks(image[0]), blocks(enc)
     for i, src in enumerate(cipher.key["block_perm"]):
-        assert sorted(enc_blocks[i].flatten().tolist()) == sorted(plain_blocks[src].flatten().tolist())
+        assert sorted(enc_blocks[i].flatten().tolist()) == sorted(
+            plain_blocks[src].flatten().tolist()
+        )
 
 
 def test_any_channel_count_when_channel_tied() -> None:

@@ -9,6 +9,8 @@ from vitlearnenc.ciphers.base import (
     IndexCipher,
     NotInvertibleError,
 )
+from vitlearnenc.ciphers.ele import ELECipher
+from vitlearnenc.ciphers.etc import EtCCipher, EtCGrayCipher
 from vitlearnenc.ciphers.keys import (
     CipherKey,
     KeyFileError,
@@ -16,6 +18,8 @@ from vitlearnenc.ciphers.keys import (
     read_key_file,
     save_key,
 )
+from vitlearnenc.ciphers.le import LECipher
+from vitlearnenc.ciphers.pe import PECipher
 from vitlearnenc.ciphers.plain import PlainCipher, PreEncryptedCipher
 from vitlearnenc.ciphers.proposed import ProposedCipher
 from vitlearnenc.ciphers.registry import (
@@ -28,18 +32,32 @@ from vitlearnenc.ciphers.registry import (
     register_cipher,
 )
 
-for _cls in (PlainCipher, PreEncryptedCipher, ProposedCipher):
+for _cls in (
+    PlainCipher,
+    PreEncryptedCipher,
+    ProposedCipher,
+    LECipher,
+    ELECipher,
+    EtCCipher,
+    EtCGrayCipher,
+    PECipher,
+):
     register_cipher(_cls)
 
 __all__ = [
     "Cipher",
     "CipherInputError",
     "CipherKey",
+    "ELECipher",
+    "EtCCipher",
+    "EtCGrayCipher",
     "GatherPlan",
     "IndexCipher",
     "KeyFileError",
     "KeyMismatchError",
+    "LECipher",
     "NotInvertibleError",
+    "PECipher",
     "PlainCipher",
     "PreEncryptedCipher",
     "ProposedCipher",

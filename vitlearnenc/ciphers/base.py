@@ -69,8 +69,9 @@ class Cipher(ABC):
     """
 
     name: ClassVar[str]
-    #: whether ``decrypt`` is the exact inverse of ``encrypt`` (on uint8 input)
-    invertible: ClassVar[bool] = True
+    #: whether ``decrypt`` is the exact inverse of ``encrypt`` (on uint8 input); a class default
+    #: that an instance may turn off for a non-invertible mode of its key
+    invertible: bool = True
     #: whether the cipher needs a key at all (``plain`` and ``none`` do not)
     keyed: ClassVar[bool] = True
 
@@ -131,7 +132,9 @@ class Cipher(ABC):
                 "add a batch dimension with images.unsqueeze(0)"
             )
         if images.dtype != torch.uint8 and not images.is_floating_point():
-            raise CipherInputError(f"images must be uint8 (0..255) or float (0..1), got {images.dtype}")
+            raise CipherInputError(
+                f"images must be uint8 (0..255) or float (0..1), got {images.dtype}"
+            )
         hw = tuple(images.shape[-2:])
         expected = expected_hw or self.image_size
         if hw != tuple(expected):
@@ -158,6 +161,13 @@ class GatherPlan:
     negate: np.ndarray | None
     spatial: bool
 
+    def __post_init__(self) -> None:
+        if self.spatial and self.negate is not None:
+            # a spatial plan acts on every channel alike; a per-value mask needs a value plan
+            raise ValueError(
+                "a spatial GatherPlan cannot carry a negation mask; index C*H*W values"
+            )
+
     def inverse(self) -> GatherPlan:
         """The plan of the inverse transform: gather by ``argsort(index)``, negation moved along."""
         inverse_index = np.argsort(self.index, kind="stable")
@@ -175,7 +185,9 @@ class IndexCipher(Cipher):
     def __init__(self, key: CipherKey) -> None:
         super().__init__(key)
         self._plans: dict[str, GatherPlan] = {}
-        self._device_cache: dict[tuple[str, str, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._device_cache: dict[
+            tuple[str, str, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]
+        ] = {}
 
     @abstractmethod
     def build_plan(self, channels: int) -> GatherPlan:
@@ -205,11 +217,15 @@ class IndexCipher(Cipher):
         index, mask = self._device_cache[cache_key]
         return plan, index, mask
 
-    def _apply(self, images: torch.Tensor, direction: str, out_shape: tuple[int, ...]) -> torch.Tensor:
-        batch, channels = images.shape[:2]
+    def _apply(
+        self, images: torch.Tensor, direction: str, channels: int, out_shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Run the ``direction`` plan of ``channels``-channel plain images on ``images``
+        (plain images to encrypt, or ciphertexts of such images to decrypt)."""
+        batch = images.shape[0]
         plan, index, mask = self._device_plan(direction, channels, images.device, images.dtype)
         if plan.spatial:
-            flat = images.reshape(batch, channels, -1).index_select(2, index)
+            flat = images.reshape(batch, images.shape[1], -1).index_select(2, index)
         else:
             flat = images.reshape(batch, -1).index_select(1, index)
         if mask is not None:
@@ -222,12 +238,13 @@ class IndexCipher(Cipher):
 
     def encrypt(self, images: torch.Tensor) -> torch.Tensor:
         self.check_input(images)
-        return self._apply(images, "encrypt", self.output_shape(images.shape[1]))
+        channels = images.shape[1]
+        return self._apply(images, "encrypt", channels, self.output_shape(channels))
 
     def decrypt(self, images: torch.Tensor) -> torch.Tensor:
         channels = self.input_channels(images)
         self.check_input(images, self.output_shape(channels)[1:])
-        return self._apply(images, "decrypt", (channels, *self.image_size))
+        return self._apply(images, "decrypt", channels, (channels, *self.image_size))
 
     def input_channels(self, encrypted: torch.Tensor) -> int:
         """Channels of the plain image behind an encrypted batch (differs for grayscale EtC)."""

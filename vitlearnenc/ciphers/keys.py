@@ -88,7 +88,9 @@ class SeededKeyRNG:
     def __init__(self, seed: int) -> None:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"key seed must be a non-negative integer, got {seed!r}")
-        self._rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), self._DOMAIN_TAG])))
+        self._rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence([int(seed), self._DOMAIN_TAG]))
+        )
 
     def permutation(self, n: int) -> np.ndarray:
         return self._rng.permutation(n).astype(np.int64)
@@ -183,7 +185,9 @@ class CipherKey:
         if not isinstance(data, dict):
             raise KeyFileError(f"{source}: not a vitlearnenc key file (expected a JSON object)")
         if data.get("format") != KEY_FORMAT:
-            raise KeyFileError(f"{source}: not a vitlearnenc key file (format field missing or wrong)")
+            raise KeyFileError(
+                f"{source}: not a vitlearnenc key file (format field missing or wrong)"
+            )
         if data.get("version") != KEY_VERSION:
             raise KeyFileError(
                 f"{source}: key file version {data.get('version')!r} is not supported "
@@ -191,7 +195,9 @@ class CipherKey:
             )
         for name in ("method", "image_size", "block_size", "checksum"):
             if name not in data:
-                raise KeyFileError(f"{source}: key file lacks the field {name!r}; it is truncated or edited")
+                raise KeyFileError(
+                    f"{source}: key file lacks the field {name!r}; it is truncated or edited"
+                )
         image_size = data["image_size"]
         if (
             not isinstance(image_size, list)
@@ -267,7 +273,9 @@ def read_key_file(path: str | os.PathLike[str]) -> CipherKey:
     try:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise KeyFileError(f"{path}: not valid JSON; the key file is corrupt or truncated") from None
+        raise KeyFileError(
+            f"{path}: not valid JSON; the key file is corrupt or truncated"
+        ) from None
     return CipherKey.from_dict(data, source=str(path))
 
 

@@ -27,6 +27,7 @@ from vitlearnenc.ciphers.base import (
     log2_factorial,
 )
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_permutation
+from vitlearnenc.ciphers.validation import check_fields, check_geometry
 
 
 class ProposedCipher(IndexCipher):
@@ -66,20 +67,18 @@ class ProposedCipher(IndexCipher):
 
     @classmethod
     def validate_key(cls, key: CipherKey) -> None:
-        unknown = set(key.material) - {"block_perm", "pixel_perm"}
-        missing = {"block_perm", "pixel_perm"} - set(key.material)
-        if missing or unknown:
-            raise KeyFileError(
-                f"a proposed-cipher key needs exactly the fields block_perm and pixel_perm "
-                f"(missing: {sorted(missing)}, unexpected: {sorted(unknown)})"
-            )
+        check_fields(key, {"block_perm", "pixel_perm"})
+        grid_h, grid_w = check_geometry(key)
         try:
-            grid_h, grid_w = check_block_grid(key.image_size, key.block_size)
             _check_even(key.block_size)
         except ValueError as error:
             raise KeyFileError(f"key parameters do not fit together: {error}") from None
         sub = key.block_size // 2
-        pixel_len = sub * sub * (int(key.options.get("channels", 3)) if key.options.get("channel_mix") else 1)
+        pixel_len = (
+            sub
+            * sub
+            * (int(key.options.get("channels", 3)) if key.options.get("channel_mix") else 1)
+        )
         check_permutation(key["block_perm"], grid_h * grid_w, "block_perm")
         check_permutation(key["pixel_perm"], pixel_len, "pixel_perm")
 
@@ -100,7 +99,9 @@ class ProposedCipher(IndexCipher):
         def as_subblocks(block_positions: np.ndarray) -> np.ndarray:
             # (N, M, M) -> (N, 4, s*s): the four sub-blocks, each flattened row-major
             return (
-                block_positions.reshape(n, 2, sub, 2, sub).transpose(0, 1, 3, 2, 4).reshape(n, 4, sub * sub)
+                block_positions.reshape(n, 2, sub, 2, sub)
+                .transpose(0, 1, 3, 2, 4)
+                .reshape(n, 4, sub * sub)
             )
 
         target = as_subblocks(blocks)  # where encrypted pixels go
@@ -122,7 +123,9 @@ class ProposedCipher(IndexCipher):
             return (positions[:, :, None, :] + channel_offsets).reshape(n, 4, channels * sub * sub)
 
         index = np.empty(channels * plane, dtype=np.int64)
-        index[with_channels(target).ravel()] = with_channels(source)[..., self.key["pixel_perm"]].ravel()
+        index[with_channels(target).ravel()] = with_channels(source)[
+            ..., self.key["pixel_perm"]
+        ].ravel()
         return GatherPlan(index, None, spatial=False)
 
     def key_space_bits(self) -> float:

@@ -78,7 +78,9 @@ def check_key_fits(
 ) -> None:
     """Raise :class:`KeyMismatchError` if ``key`` was made for another method or geometry."""
     if method is not None and key.method != method:
-        raise KeyMismatchError(f"{source} is a {key.method!r} key, but the {method!r} cipher was asked for")
+        raise KeyMismatchError(
+            f"{source} is a {key.method!r} key, but the {method!r} cipher was asked for"
+        )
     if image_size is not None and key.image_size != parse_image_size(image_size):
         h, w = parse_image_size(image_size)
         raise KeyMismatchError(

@@ -1,0 +1,229 @@
+"""PE: pixel-based encryption (Sirichotedumrong, Kinoshita, Kiya, IEEE Access 2019), spec §1.5.
+
+Per pixel: (1) negative-positive transform (``v -> 255 - v``) of each colour value independently,
+one key bit per value; (2) shuffle the pixel's three colour components with one of the 6
+permutations (:data:`~vitlearnenc.ciphers.etc.COLOUR_PERMUTATIONS`).
+
+PE is meant to be used "without key management" (spec open question 9): every image gets an
+independent random key that nobody keeps, and the classifier learns to ignore it. That is the
+default (``per_image_keys=True``); ``per_image_keys=False`` gives an ordinary fixed-key cipher.
+Both modes are one gather plus one negation per batch: the fixed key through
+:class:`~vitlearnenc.ciphers.base.IndexCipher`, per-image keys through ``torch.gather`` with a
+per-image index built on the batch's device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitlearnenc.ciphers.base import (
+    CipherInputError,
+    GatherPlan,
+    IndexCipher,
+    NotInvertibleError,
+    check_block_grid,
+)
+from vitlearnenc.ciphers.etc import COLOUR_PERMUTATIONS
+from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_range
+from vitlearnenc.ciphers.validation import check_fields, check_geometry
+
+#: inverse colour permutations: plain channel c = encrypted channel ``_INVERSE[code][c]``
+_INVERSE_PERMUTATIONS = np.argsort(COLOUR_PERMUTATIONS, axis=1)
+
+
+class PECipher(IndexCipher):
+    """Pixel-wise NP of every colour value + per-pixel colour shuffling.
+
+    Option ``per_image_keys`` (bool, default True):
+
+    - True: the key holds no secret material. :meth:`encrypt` draws a fresh key for every image
+      of the batch on the batch's device and discards it, so :meth:`decrypt` raises
+      :class:`NotInvertibleError` (and ``invertible`` is False for this instance). Use
+      :meth:`encrypt_with_keys` / :meth:`decrypt_with_keys` when the keys are needed (tests,
+      attacks that simulate the owner).
+    - False: a fixed key with the fields ``negate`` (3*H*W bits; ``negate[c*H*W + y*W + x]`` =
+      NP of the *plain* value (c, y, x), applied before the shuffle) and ``channel_perm`` (H*W
+      codes 0..5, row-major pixels; encrypted channel c of pixel p = NP'd plain channel
+      ``COLOUR_PERMUTATIONS[channel_perm[p]][c]`` of p).
+
+    ``block_size`` is kept in the key for the common interface but unused (PE is pixel-wise).
+    :meth:`key_space_bits` is the per-image key space 2^(3HW)·6^(HW) in both modes.
+    """
+
+    name = "pe"
+
+    def __init__(self, key: CipherKey) -> None:
+        super().__init__(key)
+        self._tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if self.per_image_keys:
+            self.invertible = False  # per key; the class flag is the default
+
+    @classmethod
+    def generate_key(
+        cls,
+        image_size: tuple[int, int],
+        block_size: int,
+        rng: KeyRNG,
+        per_image_keys: bool = True,
+        **options: Any,
+    ) -> CipherKey:
+        if options:
+            raise TypeError(f"unknown option(s) for the pe cipher: {sorted(options)}")
+        if not isinstance(per_image_keys, bool):
+            raise ValueError(f"per_image_keys must be True or False, got {per_image_keys!r}")
+        check_block_grid(image_size, block_size)
+        pixels = image_size[0] * image_size[1]
+        material = (
+            {}
+            if per_image_keys
+            else {
+                "negate": rng.integers(2, 3 * pixels),
+                "channel_perm": rng.integers(len(COLOUR_PERMUTATIONS), pixels),
+            }
+        )
+        key_options = {"per_image_keys": per_image_keys}
+        return CipherKey(cls.name, image_size, block_size, material, key_options)
+
+    @classmethod
+    def validate_key(cls, key: CipherKey) -> None:
+        per_image = key.options.get("per_image_keys")
+        if not isinstance(per_image, bool):
+            raise KeyFileError("a pe key needs the option per_image_keys (true or false)")
+        check_geometry(key)
+        if per_image:
+            if key.material:
+                raise KeyFileError(
+                    "a pe key with per_image_keys=true holds no material, got the fields "
+                    f"{sorted(key.material)}"
+                )
+            return
+        check_fields(key, {"negate", "channel_perm"})
+        pixels = key.image_size[0] * key.image_size[1]
+        check_range(key["negate"], 3 * pixels, 2, "negate")
+        check_range(key["channel_perm"], pixels, len(COLOUR_PERMUTATIONS), "channel_perm")
+
+    @property
+    def per_image_keys(self) -> bool:
+        return bool(self.key.options["per_image_keys"])
+
+    def build_plan(self, channels: int) -> GatherPlan:
+        if self.per_image_keys:
+            raise NotInvertibleError("a per-image pe key has no fixed plan")
+        _check_rgb(channels)
+        pixels = self.image_size[0] * self.image_size[1]
+        source_channel = COLOUR_PERMUTATIONS[self.key["channel_perm"]].T  # (3, H*W)
+        index = (source_channel * pixels + np.arange(pixels)).ravel()
+        return GatherPlan(index, self.key["negate"][index].astype(bool), spatial=False)
+
+    def encrypt(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Encrypt ``(B, 3, H, W)`` uint8/float images (same dtype and device).
+
+        With per-image keys, every image gets its own key drawn from ``generator`` (which must
+        live on the batch's device; None: torch's default generator of that device).
+        """
+        if not self.per_image_keys:
+            return super().encrypt(images)
+        return self.encrypt_with_keys(images, generator)[0]
+
+    def decrypt(self, images: torch.Tensor) -> torch.Tensor:
+        if self.per_image_keys:
+            raise NotInvertibleError(
+                "pe with per_image_keys=True draws a fresh key for every image and keeps none, so "
+                "its images cannot be decrypted; use encrypt_with_keys/decrypt_with_keys, or a "
+                "fixed key (per_image_keys=False)"
+            )
+        return super().decrypt(images)
+
+    def encrypt_with_keys(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Encrypt every image with a fresh random key (in either mode) and return the keys.
+
+        Returns:
+            The encrypted batch and the per-image keys on the batch's device: ``negate``
+            ``(B, 3*H*W)`` uint8 0/1 and ``channel_perm`` ``(B, H*W)`` uint8 0..5, laid out as the
+            fixed-key fields of the class docstring.
+        """
+        self.check_input(images)
+        _check_rgb(images.shape[1])
+        batch, device = images.shape[0], images.device
+        pixels = self.image_size[0] * self.image_size[1]
+        keys = {
+            "negate": torch.randint(
+                0, 2, (batch, 3 * pixels), generator=generator, device=device, dtype=torch.uint8
+            ),
+            "channel_perm": torch.randint(
+                0,
+                len(COLOUR_PERMUTATIONS),
+                (batch, pixels),
+                generator=generator,
+                device=device,
+                dtype=torch.uint8,
+            ),
+        }
+        return self._apply_per_image(images, keys, decrypt=False), keys
+
+    def decrypt_with_keys(
+        self, images: torch.Tensor, per_image_keys: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Invert :meth:`encrypt_with_keys` given the keys it returned."""
+        self.check_input(images)
+        _check_rgb(images.shape[1])
+        return self._apply_per_image(images, per_image_keys, decrypt=True)
+
+    def _apply_per_image(
+        self, images: torch.Tensor, keys: dict[str, torch.Tensor], decrypt: bool
+    ) -> torch.Tensor:
+        batch = images.shape[0]
+        pixels = self.image_size[0] * self.image_size[1]
+        negate, codes = keys["negate"], keys["channel_perm"]
+        if tuple(negate.shape) != (batch, 3 * pixels) or tuple(codes.shape) != (batch, pixels):
+            raise CipherInputError(
+                f"per-image pe keys must be negate (B, 3*H*W) and channel_perm (B, H*W) for a "
+                f"batch of {batch} images; got {tuple(negate.shape)} and {tuple(codes.shape)}"
+            )
+        forward, inverse = self._device_tables(images.device)
+        table = inverse if decrypt else forward
+        # value (c, p) of the result <- value (channel_index[b, c, p], p): one gather per batch
+        channel_index = table[codes.to(images.device).long()].transpose(1, 2)  # (B, 3, H*W)
+        values = images.reshape(batch, 3, pixels).gather(1, channel_index)
+        mask = negate.to(images.device, torch.bool).reshape(batch, 3, pixels)
+        if not decrypt:  # NP acts on plain positions: carry its bits along with the values
+            mask = mask.gather(1, channel_index)
+        if images.dtype == torch.uint8:
+            values = values ^ (mask.to(torch.uint8) * 255)
+        else:
+            values = torch.where(mask, 1.0 - values, values)
+        return values.reshape(images.shape)
+
+    def _device_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if str(device) not in self._tables:
+            self._tables[str(device)] = (
+                torch.as_tensor(COLOUR_PERMUTATIONS, device=device),
+                torch.as_tensor(_INVERSE_PERMUTATIONS, device=device),
+            )
+        return self._tables[str(device)]
+
+    def key_space_bits(self) -> float:
+        """log2 of 2^(3HW)·6^(HW), the space one image's key is drawn from (≈10^1722 at 32x32)."""
+        pixels = self.image_size[0] * self.image_size[1]
+        return 3 * pixels + pixels * math.log2(len(COLOUR_PERMUTATIONS))
+
+    def is_patch_aligned(self, patch_size: int) -> bool:
+        """Pixels stay in place, so every patch size that tiles the image is aligned."""
+        height, width = self.image_size
+        return patch_size > 0 and height % patch_size == 0 and width % patch_size == 0
+
+
+def _check_rgb(channels: int) -> None:
+    if channels != 3:
+        raise CipherInputError(
+            f"the pe cipher shuffles the 3 colour components of each pixel, got {channels} "
+            "channels; convert the images to RGB first"
+        )
