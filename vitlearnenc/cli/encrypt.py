@@ -1,0 +1,356 @@
+"""``vitlearnenc-encrypt`` and ``vitlearnenc-decrypt``: apply a key to image files.
+
+``IN`` is one image file or a folder tree; ``OUT`` mirrors it with lossless PNGs (same relative
+paths, suffix ``.png``). Run by the data owner before handing images to a provider, who then
+trains with ``cipher=none`` on the encrypted folder.
+
+Design for large folders (tens of thousands of small images):
+
+- **Streaming.** The sorted file list is processed in batches of ``--batch-size`` images;
+  only one batch is in memory, and each batch is one gather through the cipher.
+- **Checked up front.** Before anything is written, every pending file's header is read to
+  check its size against the key, so a wrongly sized image fails the run at once instead of
+  after hours of work. Undecodable pixel data is found when its batch is read; that batch
+  writes nothing and the run stops (or, with ``--skip-bad``, skips the file and goes on).
+- **Resumable.** Every output is written to a temporary file and renamed, so an output that
+  exists is complete. A rerun skips existing outputs (``--overwrite`` redoes them) and removes
+  temporary files that a killed run left behind. Outputs of batches finished before a failure
+  or interruption are kept on purpose: rerunning the same command continues from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from vitlearnenc.ciphers import Cipher, build_cipher, load_key
+from vitlearnenc.cli import CliError, image_size_arg, positive_int_arg, run_cli
+from vitlearnenc.utils.image_ops import resize_uint8
+from vitlearnenc.utils.imagefiles import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    list_images,
+    read_image,
+    read_image_size,
+    remove_stale_temps,
+    write_png_atomic,
+)
+
+PROGS = {"encrypt": "vitlearnenc-encrypt", "decrypt": "vitlearnenc-decrypt"}
+_RESUME_HINT = "; finished files are complete: rerun the same command to continue"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and the PNG it becomes."""
+
+    source: Path
+    target: Path
+
+
+def build_parser(direction: str) -> argparse.ArgumentParser:
+    """The argument parser of ``vitlearnenc-encrypt`` (``direction="encrypt"``) or
+    ``vitlearnenc-decrypt`` (``"decrypt"``)."""
+    encrypting = direction == "encrypt"
+    description = (
+        "Encrypt images with a key made by vitlearnenc-keygen. IN is an image file or a "
+        "folder tree (searched recursively for "
+        + ", ".join(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
+        + "; hidden files are skipped); OUT mirrors it with lossless PNGs of the same "
+        "relative names. Grayscale, palette and RGBA images are converted to RGB (alpha is "
+        "dropped). Existing outputs are skipped, so an interrupted run is resumed by "
+        "running the same command again."
+        if encrypting
+        else "Decrypt images that vitlearnenc-encrypt made, with the same key. IN is a PNG "
+        "file or a folder tree of them; OUT mirrors it with lossless PNGs. Existing outputs "
+        "are skipped, so an interrupted run is resumed by running the same command again."
+    )
+    parser = argparse.ArgumentParser(prog=PROGS[direction], description=description)
+    parser.add_argument(
+        "--key", required=True, type=Path, metavar="KEY", help="key file from vitlearnenc-keygen"
+    )
+    if encrypting:
+        parser.add_argument(
+            "--resize",
+            type=image_size_arg,
+            metavar="S",
+            help="resize every image to S (H or HxW, must be the key's image size) before "
+            "encrypting, bilinear and antialiased like the training pipeline; without it an "
+            "image whose size differs from the key's is an error",
+        )
+    parser.add_argument(
+        "input", type=Path, metavar="IN", help="image file, or folder searched recursively"
+    )
+    parser.add_argument(
+        "output",
+        type=Path,
+        metavar="OUT",
+        help="output .png file (or existing folder) for a file IN; output folder for a "
+        "folder IN, which must not lie inside IN",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo outputs that already exist (by default they are kept and skipped)",
+    )
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable or corrupt images with a warning at the end instead of stopping "
+        "at the first one",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int_arg,
+        default=256,
+        metavar="N",
+        help="images processed (and held in memory) at a time (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar or summary; errors still shown"
+    )
+    return parser
+
+
+def main_encrypt(argv: Sequence[str] | None = None) -> int:
+    """Console script ``vitlearnenc-encrypt``; returns the exit status."""
+    return run_cli(build_parser("encrypt"), argv, lambda a: _run(a, "encrypt"), _RESUME_HINT)
+
+
+def main_decrypt(argv: Sequence[str] | None = None) -> int:
+    """Console script ``vitlearnenc-decrypt``; returns the exit status."""
+    return run_cli(build_parser("decrypt"), argv, lambda a: _run(a, "decrypt"), _RESUME_HINT)
+
+
+def plan_jobs(source: Path, target: Path) -> list[Job]:
+    """The (input, output) pairs for ``IN`` and ``OUT``; checks every path rule before
+    anything is written.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        CliError: ``target`` inside ``source``, an unusable ``target``, no images, or two
+            inputs that would write the same PNG.
+    """
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    if not source.is_dir():
+        out = target / f"{source.stem}.png" if target.is_dir() else target
+        if out.suffix.lower() != ".png":
+            raise CliError(f"OUT {target} must be a .png file or a folder (outputs are PNGs)")
+        if out.resolve() == source.resolve():
+            raise CliError(f"OUT {out} is IN itself; choose another output path")
+        return [Job(source, out)]
+    root, out_root = source.resolve(), target.resolve()
+    if out_root == root or root in out_root.parents:
+        raise CliError(f"OUT {target} is inside IN {source}; choose a folder outside the input")
+    if target.exists() and not target.is_dir():
+        raise CliError(f"OUT {target} is a file, but IN {source} is a folder; give a folder")
+    sources = list_images(source)
+    if not sources:
+        raise CliError(
+            f"no images found in {source} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    jobs: list[Job] = []
+    seen: dict[Path, Path] = {}
+    for path in sources:
+        out = target / path.relative_to(source).with_suffix(".png")
+        if out in seen:
+            raise CliError(f"{seen[out]} and {path} would both become {out}; rename one of them")
+        seen[out] = path
+        jobs.append(Job(path, out))
+    return jobs
+
+
+class Converter:
+    """Encrypts or decrypts lists of image tensors with one key, one batch at a time.
+
+    Knows which images it accepts (:meth:`check_size`) and how to decode them (``mode``), so
+    that files can be validated from their headers before any work is done.
+    """
+
+    def __init__(self, cipher: Cipher, direction: str, resize: tuple[int, int] | None) -> None:
+        key = cipher.key
+        self.cipher, self.direction, self.resize = cipher, direction, resize
+        if direction == "decrypt":
+            if not getattr(cipher, "invertible", True):
+                raise CliError(
+                    f"images encrypted with the {key.method!r} key {key.fingerprint} cannot be "
+                    "decrypted: this cipher (mode) has no exact inverse, e.g. PE with a fresh "
+                    "key per image"
+                )
+            channels, height, width = cipher.output_shape(3)
+            self.expected: tuple[int, int] | None = (height, width)
+            self.mode = "L" if channels == 1 else "RGB"
+        else:
+            if resize is not None and tuple(resize) != key.image_size:
+                raise CliError(
+                    f"--resize {_size_text(resize)} differs from the key's image size "
+                    f"{_size_text(key.image_size)}; use --resize {_size_text(key.image_size)}"
+                )
+            self.expected = None if resize is not None else key.image_size
+            self.mode = "RGB"
+
+    def check_size(self, path: Path, size: tuple[int, int]) -> None:
+        """Raise a one-line :class:`CliError` if an image of ``size`` (H, W) cannot be used."""
+        if self.expected is None or size == self.expected:
+            return
+        key = self.cipher.key
+        if self.direction == "decrypt":
+            raise CliError(
+                f"{path} is {_size_text(size)}, but key {key.fingerprint} makes "
+                f"{_size_text(self.expected)} encrypted images; decrypt with the key that "
+                "encrypted it"
+            )
+        block = key.block_size
+        misfit = (
+            f" (not a multiple of the block size {block})"
+            if size[0] % block or size[1] % block
+            else ""
+        )
+        raise CliError(
+            f"{path} is {_size_text(size)}{misfit}, but key {key.fingerprint} was made for "
+            f"{_size_text(key.image_size)} images; pass --resize {_size_text(key.image_size)} "
+            "to resize before encrypting"
+        )
+
+    def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """``(C, H, W)`` uint8 tensors -> one ``(B, C', H', W')`` uint8 batch, one gather."""
+        if self.direction == "decrypt":
+            return self.cipher.decrypt(torch.stack(images))
+        if self.resize is not None:
+            images = _resize_grouped(images, self.resize)
+        return self.cipher.encrypt(torch.stack(images))
+
+
+def _resize_grouped(images: list[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+    """Resize with one :func:`resize_uint8` call per distinct input size, keeping the order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(index)
+    resized = list(images)
+    for indices in groups.values():
+        batch = resize_uint8(torch.stack([images[i] for i in indices]), size)
+        for index, image in zip(indices, batch, strict=True):
+            resized[index] = image
+    return resized
+
+
+@dataclass
+class _Tally:
+    """Counts for the closing summary."""
+
+    done: int = 0
+    existing: int = 0
+    stale_temps: int = 0
+    bad: list[str] = field(default_factory=list)
+
+    def record_bad(self, error: ImageReadError) -> None:
+        self.bad.append(str(error))
+
+
+def _run(args: argparse.Namespace, direction: str) -> int:
+    prog = PROGS[direction]
+    key = load_key(args.key)
+    converter = Converter(
+        build_cipher(key.method, key=key), direction, getattr(args, "resize", None)
+    )
+    jobs = plan_jobs(args.input, args.output)
+    tally = _Tally()
+    if args.input.is_dir() and args.output.is_dir():
+        tally.stale_temps = remove_stale_temps(args.output)
+    pending = [job for job in jobs if args.overwrite or not job.target.exists()]
+    tally.existing = len(jobs) - len(pending)
+    pending = _check_headers(pending, converter, args.skip_bad, tally)
+
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=args.quiet or not args.input.is_dir() or not console.is_terminal,
+    )
+    with progress:
+        task = progress.add_task(f"{direction}ing", total=len(pending))
+        for batch in _batches(pending, args.batch_size):
+            readable, images = _read_batch(batch, converter.mode, args.skip_bad, tally)
+            if not readable:
+                continue
+            for job, image in zip(readable, converter(images), strict=True):
+                write_png_atomic(image, job.target)
+                tally.done += 1
+                progress.advance(task)
+
+    if tally.bad:
+        print(
+            f"{prog}: warning: skipped {len(tally.bad)} unreadable image(s); first: {tally.bad[0]}",
+            file=sys.stderr,
+        )
+    if not args.quiet:
+        print(_summary(prog, direction, args.output, tally), file=sys.stderr)
+    return 0
+
+
+def _check_headers(
+    jobs: list[Job], converter: Converter, skip_bad: bool, tally: _Tally
+) -> list[Job]:
+    """Jobs whose image headers are readable and of a size the key accepts."""
+    usable = []
+    for job in jobs:
+        try:
+            size = read_image_size(job.source)
+        except ImageReadError as error:
+            if not skip_bad:
+                raise _with_fix(error) from None
+            tally.record_bad(error)
+            continue
+        converter.check_size(job.source, size)
+        usable.append(job)
+    return usable
+
+
+def _read_batch(
+    batch: list[Job], mode: str, skip_bad: bool, tally: _Tally
+) -> tuple[list[Job], list[torch.Tensor]]:
+    """Decode a batch (all of it before anything is written, so a bad file writes nothing)."""
+    readable, images = [], []
+    for job in batch:
+        try:
+            images.append(read_image(job.source, mode))
+        except ImageReadError as error:
+            if not skip_bad:
+                raise _with_fix(error) from None
+            tally.record_bad(error)
+            continue
+        readable.append(job)
+    return readable, images
+
+
+def _batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
+    for start in range(0, len(jobs), size):
+        yield jobs[start : start + size]
+
+
+def _with_fix(error: ImageReadError) -> ImageReadError:
+    return ImageReadError(f"{error}; replace or remove it, or pass --skip-bad")
+
+
+def _summary(prog: str, direction: str, output: Path, tally: _Tally) -> str:
+    parts = [f"{prog}: {direction}ed {tally.done} image(s) into {output}"]
+    if tally.existing:
+        parts.append(f"kept {tally.existing} existing output(s) (--overwrite redoes them)")
+    if tally.stale_temps:
+        parts.append(f"removed {tally.stale_temps} temporary file(s) of an interrupted run")
+    return "; ".join(parts)
+
+
+def _size_text(size: Sequence[int]) -> str:
+    return f"{size[0]}x{size[1]}"
