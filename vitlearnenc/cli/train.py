@@ -1,0 +1,146 @@
+"""``vitlearnenc-train``: train a classifier on encrypted images (a Hydra app).
+
+Examples::
+
+    vitlearnenc-train                                  # small ViT, CIFAR-10, fresh random key
+    vitlearnenc-train cipher=plain                     # the plain baseline
+    vitlearnenc-train -m cipher=plain,proposed key=seed key.seed=0,1,2
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from vitlearnenc.cli.common import (
+    close_wandb,
+    configure_environment,
+    instantiate_callbacks,
+    instantiate_loggers,
+    network_config,
+    resolve_key_source,
+    validate_config,
+)
+from vitlearnenc.utils.files import write_json_atomic
+from vitlearnenc.utils.logging import RankedLogger
+from vitlearnenc.utils.paths import check_conf_dir, register_resolvers
+
+log = RankedLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig, run_dir: Path) -> L.LightningDataModule:
+    """The DataModule of ``cfg.data`` with the cipher of ``cfg.cipher`` and the key source."""
+    return hydra.utils.instantiate(
+        cfg.data,
+        image_size=cfg.img_size,
+        cipher=cfg.cipher.name,
+        block_size=cfg.cipher.block_size,
+        cipher_options=OmegaConf.to_container(cfg.cipher.options, resolve=True),
+        **resolve_key_source(cfg, run_dir),
+    )
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``auto`` resumes from the run directory's ``last.ckpt`` when there is one."""
+    if ckpt_path != "auto":
+        return ckpt_path
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (and test) a classifier as configured; returns the final metrics."""
+    from vitlearnenc.models.key_transform import transform_vit
+    from vitlearnenc.tasks.classifier import ClassifierModule
+
+    validate_config(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg, run_dir)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    task = ClassifierModule(
+        net=network_config(cfg),
+        num_classes=datamodule.num_classes,
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        label_smoothing=cfg.label_smoothing,
+        compile=cfg.compile,
+    )
+    if cfg.model.get("key_adapt"):
+        # data owner's side: absorb the key into the (pre)trained weights before fine-tuning
+        transform_vit(task.net, datamodule.cipher.key, inplace=True)
+        log.info("Transformed the ViT's weights with the data owner's key (model.key_adapt=true)")
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for logger in loggers:
+        logger.log_hyperparams(_loggable_config(cfg))
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir))
+    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        results = trainer.test(task, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    if trainer.is_global_zero:
+        _write_summary(cfg, run_dir, metrics, datamodule, trainer)
+    return metrics
+
+
+def _loggable_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain containers. It names the key *source* (random/seed/file
+    path), never key material, which lives only in the key file."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return container
+
+
+def _write_summary(
+    cfg: DictConfig, run_dir: Path, metrics: dict[str, Any], datamodule: Any, trainer: L.Trainer
+) -> None:
+    """metrics.json in the run directory and a short report of where everything is."""
+    from vitlearnenc.utils.plots import plot_training_curves
+
+    cipher = getattr(datamodule, "cipher", None)
+    summary = {
+        "metrics": metrics,
+        "cipher": cfg.cipher.name,
+        "key_source": cfg.key.source,
+        "key_fingerprint": cipher.key.fingerprint if cipher is not None and cipher.keyed else None,
+        "key_space_bits": cipher.key_space_bits() if cipher is not None else 0.0,
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        "epochs": trainer.current_epoch,
+        "global_steps": trainer.global_step,
+    }
+    write_json_atomic(summary, run_dir / "metrics.json")
+    plot = plot_training_curves(run_dir)
+    lines = [f"Run directory: {run_dir}", f"Metrics: {run_dir / 'metrics.json'}"]
+    if "test/acc" in metrics:
+        lines.insert(
+            0, f"Test accuracy on {cfg.cipher.name}-encrypted images: {metrics['test/acc']:.4f}"
+        )
+    if plot is not None:
+        lines.append(f"Training curves: {plot}")
+    if (run_dir / "key.json").exists():
+        lines.append(f"Key file (secret, mode 0600): {run_dir / 'key.json'}")
+    for line in lines:
+        log.info(line)
+
+
+def _main(cfg: DictConfig) -> float | None:
+    configure_environment()
+    with close_wandb():
+        metrics = train(cfg)
+    # the value a Hydra sweeper optimises
+    return metrics.get("test/acc", metrics.get("val/acc"))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    register_resolvers()
+    hydra.main(version_base="1.3", config_path=str(check_conf_dir()), config_name="train")(_main)()

@@ -1,0 +1,96 @@
+"""In-memory uint8 image datasets that hand out dict batches, and the seeded train/val split.
+
+Every DataModule of the project keeps its images decoded in memory as one ``(N, C, H, W)``
+uint8 tensor, so a batch costs one ``index_select`` per field (:meth:`UInt8ImageDataset.
+__getitems__`, which ``DataLoader`` calls with a whole batch of indices) instead of a Python
+call per image plus a stack. All float work (resize, encryption, normalisation) happens later,
+on the training device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset, default_collate, random_split
+
+
+class UInt8ImageDataset(Dataset[dict[str, torch.Tensor]]):
+    """Images plus per-image fields (``label``, ``index``, ...), returned as dicts.
+
+    Args:
+        images: ``(N, C, H, W)`` uint8 tensor (0..255) on the CPU.
+        **fields: tensors with first dimension N (e.g. ``label=`` int64 ``(N,)``).
+    """
+
+    def __init__(self, images: torch.Tensor, **fields: torch.Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"images must be a (N, C, H, W) uint8 tensor, got {images.dtype} "
+                f"{tuple(images.shape)}"
+            )
+        for name, values in fields.items():
+            if values.shape[0] != images.shape[0]:
+                raise ValueError(
+                    f"field {name!r} has {values.shape[0]} entries but there are "
+                    f"{images.shape[0]} images"
+                )
+        self.images = images
+        self.fields = fields
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of every image."""
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {"image": self.images[index]}
+        item.update({name: values[index] for name, values in self.fields.items()})
+        return item
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """A whole batch at once (``DataLoader`` and ``Subset`` call this when it exists)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        batch = {"image": self.images.index_select(0, index)}
+        batch.update({name: values.index_select(0, index) for name, values in self.fields.items()})
+        return batch
+
+
+def collate_batch(batch: Mapping[str, torch.Tensor] | list[Any]) -> Any:
+    """``collate_fn`` for loaders over :class:`UInt8ImageDataset` (or subsets of it).
+
+    A batch that :meth:`UInt8ImageDataset.__getitems__` already stacked passes through; a list
+    of per-item dicts (from any other dataset) is stacked with ``default_collate``.
+    """
+    if isinstance(batch, Mapping):
+        return dict(batch)
+    return default_collate(batch)
+
+
+def split_train_val(
+    dataset: Dataset[Any], val_fraction: float, seed: int
+) -> tuple[Subset[Any], Subset[Any] | None]:
+    """Split a training set into disjoint train/val subsets, the same way for the same seed.
+
+    The split uses its own ``torch.Generator``, so the global seed (which drives augmentation
+    and initialisation) does not move images between train and val.
+
+    Returns:
+        ``(train, val)``; ``val`` is None when ``val_fraction`` is 0.
+    """
+    size = len(dataset)  # type: ignore[arg-type]
+    num_val = round(size * val_fraction)
+    if val_fraction > 0 and num_val == 0:
+        num_val = 1
+    if num_val >= size:
+        raise ValueError(
+            f"val_fraction={val_fraction} leaves no training images out of {size}; "
+            "lower data.val_fraction"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    train, val = random_split(dataset, [size - num_val, num_val], generator=generator)
+    return train, (val if num_val else None)

@@ -1,0 +1,271 @@
+"""Image-folder datasets (``train/<class>/*``, ``test/<class>/*``), from a folder or an archive.
+
+Reads the real CIFAR-10 copy (``../shared/data/cifar10-jpeg.tar.gz``) straight from the
+archive and folders written by ``vitlearnenc-encrypt`` (train with ``cipher=none``).
+
+Design choices:
+
+- Every split is decoded once, in ``setup``, into one in-memory ``(N, 3, H, W)`` uint8 tensor
+  (60k CIFAR JPEGs take a few seconds), and kept only in memory: a disk cache would need
+  invalidation when the source changes and saves little at this scale. Very large datasets
+  (e.g. 60k images pre-encrypted at 224x224 are 9 GB per process) need that much RAM.
+- The train and test splits are decoded together, in one pass over an archive, so that both
+  get their labels from the same class list: the sorted class folders of the training split
+  (of the test split when there is no training split).
+- All images of a split must have one size (a stacked tensor), and a clear error names the
+  first file that differs; resize such datasets beforehand. Only prediction inputs, which
+  are not augmented, are resized on load to ``image_size`` when their sizes differ.
+- Image files that cannot be decoded are skipped, with one warning per split giving the count
+  and the first file; files lying directly in the split folder (no class) are ignored the
+  same way. Files without an image extension and hidden files are not considered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitlearnenc.data.base import PRE_ENCRYPTED, DatasetNotFoundError, EncryptedDataModule
+from vitlearnenc.data.datasets import UInt8ImageDataset
+from vitlearnenc.data.imagestore import DecodedTree, decode_tree, probe_size
+from vitlearnenc.utils.image_ops import resize_uint8
+from vitlearnenc.utils.logging import RankedLogger
+
+log = RankedLogger(__name__)
+
+_LAYOUT = "train/<class>/<image> and test/<class>/<image>"
+
+
+class ImageFolderDataModule(EncryptedDataModule):
+    """Labelled splits from class folders, plus an optional unlabelled folder to predict on.
+
+    Args:
+        root: a folder, or a ``.tar``/``.tar.gz`` archive (read without extracting), holding
+            ``<train_dir>/<class>/<image>`` and ``<test_dir>/<class>/<image>``; an archive may
+            wrap them in one top-level folder. Not needed when only predicting.
+        name: dataset name for run names and logs (e.g. ``cifar10``).
+        train_dir: training split folder inside ``root`` (train/val split from it).
+        test_dir: test split folder inside ``root``, used for final numbers only.
+        predict_dir: a folder (any tree, no labels) or archive of images to predict on;
+            ``predict_dataloader`` yields ``{"image", "index"}`` and ``predict_files[index]`` is
+            the file's path relative to ``predict_dir``.
+        **kwargs: see :class:`~vitlearnenc.data.base.EncryptedDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        name: str = "folder",
+        train_dir: str = "train",
+        test_dir: str = "test",
+        predict_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if train_dir == test_dir:
+            raise ValueError(f"data.train_dir and data.test_dir are both {train_dir!r}")
+        self.name = name
+        self.root = None if root is None else Path(root)
+        self.train_dir = train_dir
+        self.test_dir = test_dir
+        self.predict_dir = None if predict_dir is None else Path(predict_dir)
+        self.classes: list[str] | None = None
+        self.predict_files: list[str] = []
+        self._labelled: dict[str, UInt8ImageDataset] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is None:
+            raise RuntimeError("the classes of an image folder are known after setup('fit'/'test')")
+        return len(self.classes)
+
+    def native_size(self, stage: str | None) -> tuple[int, int]:
+        if stage == "predict":
+            return probe_size(self._predict_source(), [""])
+        order = (
+            [self.test_dir, self.train_dir] if stage == "test" else [self.train_dir, self.test_dir]
+        )
+        return probe_size(self._root(), order)
+
+    def load_split(self, split: str) -> UInt8ImageDataset:
+        folders = {"train": self.train_dir, "test": self.test_dir}
+        if split not in folders:
+            raise ValueError(f"image folders have the splits 'train' and 'test', not {split!r}")
+        if self._labelled is None:
+            self._labelled = self._load_labelled()
+        if split not in self._labelled:
+            raise DatasetNotFoundError(
+                f"no images in class folders under {self._root()}/{folders[split]}; expected "
+                f"{_LAYOUT} (a folder or a .tar/.tar.gz archive of that layout)"
+            )
+        return self._labelled[split]
+
+    def load_predict(self) -> UInt8ImageDataset:
+        dataset, self.predict_files = _load_unlabelled(
+            self._predict_source(), self._predict_resize()
+        )
+        return dataset
+
+    def _predict_resize(self) -> tuple[int, int] | None:
+        """Prediction inputs of mixed sizes are resized on load to this (None: not allowed)."""
+        if self.image_size is None or self.cipher_name == PRE_ENCRYPTED:
+            return None
+        return (self.image_size, self.image_size)
+
+    def _root(self) -> Path:
+        if self.root is None:
+            raise ValueError(
+                f"data.root is not set; point it to a folder or archive with {_LAYOUT}"
+            )
+        if not self.root.exists():
+            raise DatasetNotFoundError(
+                f"{self.root} does not exist; set data.root to a folder or a .tar/.tar.gz archive "
+                f"with {_LAYOUT}"
+            )
+        return self.root
+
+    def _predict_source(self) -> Path:
+        if self.predict_dir is None:
+            raise ValueError(
+                "data.predict_dir is not set; point it to the folder of images to label"
+            )
+        if not self.predict_dir.exists():
+            raise DatasetNotFoundError(f"the prediction input {self.predict_dir} does not exist")
+        return self.predict_dir
+
+    def _load_labelled(self) -> dict[str, UInt8ImageDataset]:
+        root = self._root()
+        trees = decode_tree(root, [self.train_dir, self.test_dir])
+        splits = {"train": self.train_dir, "test": self.test_dir}
+        class_source = self.train_dir if _class_folders(trees[self.train_dir]) else self.test_dir
+        classes = _class_folders(trees[class_source])
+        if not classes:
+            raise DatasetNotFoundError(
+                f"no images in class folders under {root}; expected {_LAYOUT}"
+            )
+        if class_source != self.train_dir:
+            log.warning(
+                "%s has no training split %r; the class list comes from %r",
+                root,
+                self.train_dir,
+                self.test_dir,
+            )
+        self.classes = classes
+        index = {name: label for label, name in enumerate(classes)}
+        loaded: dict[str, UInt8ImageDataset] = {}
+        for split, folder in splits.items():
+            tree = trees[folder]
+            where = f"{root}/{folder}"
+            _warn_failures(tree, where)
+            kept = [i for i, name in enumerate(tree.names) if "/" in name]
+            if len(kept) < len(tree.names):
+                log.warning(
+                    "ignored %d image files lying directly in %s (not in a class folder)",
+                    len(tree.names) - len(kept),
+                    where,
+                )
+            if not kept:
+                continue
+            names = [tree.names[i] for i in kept]
+            labels = []
+            for name in names:
+                label = index.get(name.split("/", 1)[0])
+                if label is None:
+                    raise ValueError(
+                        f"{where}/{name.split('/', 1)[0]} is not a class of the training split "
+                        f"({len(classes)} classes under {root}/{class_source}); the splits must "
+                        "use the same class folders"
+                    )
+                labels.append(label)
+            images = _stack([tree.images[i] for i in kept], names, where, resize_to=None)
+            loaded[split] = UInt8ImageDataset(images, label=torch.tensor(labels, dtype=torch.long))
+            self._check_loaded(loaded[split], split)  # both splits now: before training, not after
+            log.info("%s: %d images, %d classes", where, len(names), len(classes))
+        return loaded
+
+
+class PredictFolderDataModule(ImageFolderDataModule):
+    """Only images to predict on (``vitlearnenc-predict``): ``root`` is a folder (any tree,
+    no labels) or archive of images, e.g. a folder written by ``vitlearnenc-encrypt``.
+
+    ``predict_dataloader`` yields ``{"image", "index"}``; ``predict_files[index]`` is the
+    file's path relative to ``root``. Augmentation is off by default (prediction never
+    augments, and ``cipher="none"`` would warn about it).
+
+    Args:
+        root: the folder or archive of images.
+        name: dataset name for logs.
+        **kwargs: see :class:`~vitlearnenc.data.base.EncryptedDataModule`.
+    """
+
+    def __init__(self, root: str, name: str = "predict", **kwargs: Any) -> None:
+        kwargs.setdefault("augment", False)
+        super().__init__(root=None, name=name, predict_dir=root, **kwargs)
+
+    def native_size(self, stage: str | None) -> tuple[int, int]:
+        return probe_size(self._predict_source(), [""])
+
+    def load_split(self, split: str) -> UInt8ImageDataset:
+        raise RuntimeError(
+            "PredictFolderDataModule has no labelled splits; use ImageFolderDataModule to "
+            "train or test"
+        )
+
+
+def _load_unlabelled(
+    source: Path, resize_to: tuple[int, int] | None
+) -> tuple[UInt8ImageDataset, list[str]]:
+    """Every image under ``source`` with an ``index`` field, and the relative file paths."""
+    tree = decode_tree(source, [""])[""]
+    _warn_failures(tree, str(source))
+    if not tree.names:
+        raise DatasetNotFoundError(f"no decodable image files under {source}")
+    images = _stack(tree.images, tree.names, str(source), resize_to)
+    return UInt8ImageDataset(images, index=torch.arange(len(tree.names))), list(tree.names)
+
+
+def _class_folders(tree: DecodedTree) -> list[str]:
+    """Sorted class names: first path component of every image file in a class folder
+    (decoded or not, so that a corrupt file cannot shift the labels)."""
+    names = tree.names + [name for name, _ in tree.failures]
+    return sorted({name.split("/", 1)[0] for name in names if "/" in name})
+
+
+def _warn_failures(tree: DecodedTree, where: str) -> None:
+    if tree.failures:
+        name, reason = tree.failures[0]
+        log.warning(
+            "skipped %d of %d image files under %s that could not be decoded (first: %s: %s)",
+            len(tree.failures),
+            len(tree.failures) + len(tree.names),
+            where,
+            name,
+            reason,
+        )
+
+
+def _stack(
+    images: list[torch.Tensor],
+    names: list[str],
+    where: str,
+    resize_to: tuple[int, int] | None,
+) -> torch.Tensor:
+    """Stack ``(3, H, W)`` uint8 images into ``(N, 3, H, W)``.
+
+    Images of differing sizes are an error naming the first odd file, unless ``resize_to`` is
+    given: then every image is resized to it (bilinear, as on the device).
+    """
+    size = tuple(images[0].shape[-2:])
+    odd = next((i for i, image in enumerate(images) if tuple(image.shape[-2:]) != size), None)
+    if odd is None:
+        return torch.stack(images)
+    if resize_to is None:
+        other = tuple(images[odd].shape[-2:])
+        raise ValueError(
+            f"{where}/{names[odd]} is {other[0]}x{other[1]} but {where}/{names[0]} is "
+            f"{size[0]}x{size[1]}; all images of a split must have one size: resize them "
+            "beforehand (e.g. vitlearnenc-encrypt --resize S for encrypted data)"
+        )
+    return torch.cat([resize_uint8(image[None], resize_to) for image in images])
