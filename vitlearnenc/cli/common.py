@@ -76,6 +76,25 @@ def validate_config(cfg: DictConfig) -> None:
             )
 
 
+def check_slurm_layout(cfg: DictConfig, environ: dict[str, str] | None = None) -> None:
+    """Under SLURM, one task per device: ``tasks_per_node`` must equal ``trainer.devices``
+    and the job's node count ``trainer.num_nodes``, or Lightning's DDP would hang or
+    oversubscribe GPUs."""
+    env = os.environ if environ is None else environ
+    tasks = env.get("SLURM_NTASKS_PER_NODE")
+    nodes = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")
+    devices = cfg.trainer.get("devices", 1)
+    if tasks is not None and isinstance(devices, int) and int(tasks) != devices:
+        raise ConfigError(
+            f"SLURM runs {tasks} task(s) per node but trainer.devices={devices}; set "
+            f"hydra.launcher.tasks_per_node={devices} (the slurm launcher config does)"
+        )
+    if nodes is not None and int(nodes) != int(cfg.trainer.get("num_nodes", 1)):
+        raise ConfigError(
+            f"SLURM allocated {nodes} node(s) but trainer.num_nodes={cfg.trainer.get('num_nodes', 1)}"
+        )
+
+
 def resolve_key_source(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Turn ``cfg.key`` into the DataModule's key-source arguments (``key_file``/``key_seed``).
 

@@ -17,6 +17,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from vitlearnenc.cli.common import (
+    check_slurm_layout,
     close_wandb,
     configure_environment,
     instantiate_callbacks,
@@ -58,6 +59,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from vitlearnenc.tasks.classifier import ClassifierModule
 
     validate_config(cfg)
+    check_slurm_layout(cfg)
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg, run_dir)
