@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # CIFAR-10: a local copy (tar.gz of train/test class folders, or an extracted folder);
 # leave empty to download with torchvision (needs internet).
 DATA ?=
+# extra Hydra overrides for `make train`, e.g. ARGS="cipher=plain trainer.max_epochs=5"
+ARGS ?=
 PYTEST_FLAGS ?=
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
@@ -25,7 +27,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed  ## create .venv and install the package with dev tools
 
 train: install  ## train a small ViT on CIFAR-10 encrypted with a fresh key (DATA=path for a local copy)
-	$(BIN)/vitlearnenc-train experiment=quickstart $(if $(DATA),data.root=$(abspath $(DATA)))
+	$(BIN)/vitlearnenc-train experiment=quickstart $(if $(DATA),data=cifar10_folder data.root=$(abspath $(DATA))) $(ARGS)
 
 test: install  ## fast test suite (no slow, no GPU)
 	$(BIN)/pytest -m "not slow and not gpu" -q $(PYTEST_FLAGS)

@@ -71,6 +71,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         label_smoothing=cfg.label_smoothing,
         compile=cfg.compile,
+        class_names=datamodule.class_names,
     )
     if cfg.model.get("key_adapt"):
         # data owner's side: absorb the key into the (pre)trained weights before fine-tuning

@@ -183,6 +183,11 @@ class EncryptedDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------ validation
+    @property
+    def class_names(self) -> list[str] | None:
+        """Label names in label order, when the dataset has them (after ``setup``)."""
+        return None
+
     def _check_key_source(self) -> None:
         if not self.cipher_class.keyed:
             if self.key_file is not None or self.key_seed is not None:

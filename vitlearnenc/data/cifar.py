@@ -46,10 +46,15 @@ class CIFARDataModule(EncryptedDataModule):
         self.root = Path(root)
         self.download = download
         self.check_native_size(self.NATIVE_SIZE)
+        self._class_names: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
         return self.variant[3]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self._class_names
 
     def native_size(self, stage: str | None) -> tuple[int, int]:
         return self.NATIVE_SIZE
@@ -65,6 +70,7 @@ class CIFARDataModule(EncryptedDataModule):
         dataset = self._open(split == "train", download=False)
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
         labels = torch.as_tensor(dataset.targets, dtype=torch.long)
+        self._class_names = list(dataset.classes)
         return UInt8ImageDataset(images, label=labels)
 
     def _open(self, train: bool, download: bool) -> CIFAR10:

@@ -76,6 +76,10 @@ class ImageFolderDataModule(EncryptedDataModule):
         self._labelled: dict[str, UInt8ImageDataset] | None = None
 
     @property
+    def class_names(self) -> list[str] | None:
+        return self.classes
+
+    @property
     def num_classes(self) -> int:
         if self.classes is None:
             raise RuntimeError("the classes of an image folder are known after setup('fit'/'test')")
