@@ -1,0 +1,202 @@
+"""Aggregate training runs into Table I's layout, beside the paper's numbers, plus plots.
+
+Reads every ``metrics.json`` under the given run roots (written by ``vitlearnenc-train``),
+groups runs by (dataset, cipher, network, adaptation network), and writes
+
+- ``table.md`` / ``table.csv``: mean ± std of test accuracy over seeds, the number of runs,
+  the paper's number for the matching Table I row and the difference;
+- ``accuracy.png``: accuracy per method and network;
+- ``privacy_utility.png`` (with ``--attacks``): accuracy against the best attack's mean SSIM
+  per cipher — the privacy/utility picture.
+
+    python -m experiments.aggregate experiments/results/mini/runs --out experiments/results/mini
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# Qi et al. 2022, Table I (accuracy %, CIFAR-10 / CIFAR-100); None = not reported
+PAPER: dict[tuple[str, str], tuple[float | None, float | None]] = {
+    ("le", "cnn+le"): (94.49, 75.48),
+    ("etc", "cnn"): (85.94, 61.90),
+    ("ele", "cnn+ele"): (83.06, 62.97),
+    ("pe", "cnn"): (92.03, None),
+    ("proposed", "vit"): (96.64, 84.42),
+    ("plain", "cnn"): (96.70, 83.59),
+    ("plain", "vit"): (99.11, 92.48),
+}
+PAPER_NETWORK = {"vit": "ViT-B/16", "cnn": "ShakeDrop / ResNet-18 (PE)"}
+METHOD_ORDER = ["plain", "proposed", "le", "ele", "etc", "pe", "none"]
+
+
+@dataclass
+class Row:
+    """All seeds of one (data, cipher, network, adapt) combination."""
+
+    data: str
+    cipher: str
+    model: str
+    adapt: str | None
+    accuracies: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+
+    @property
+    def family(self) -> str:
+        """``vit`` or ``cnn``, with the adaptation network appended (``cnn+le``)."""
+        base = "vit" if self.model.startswith("vit") else "cnn"
+        return f"{base}+{self.adapt}" if self.adapt else base
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    def paper(self) -> float | None:
+        numbers = PAPER.get((self.cipher, self.family))
+        if numbers is None:
+            return None
+        return numbers[0] if self.data == "cifar10" else numbers[1]
+
+
+def _adapt_of(summary: dict, path: Path) -> str | None:
+    if summary.get("adapt"):
+        return summary["adapt"]
+    for name in ("le", "ele"):
+        if f"adapt_{name}" in path.parent.name:
+            return name
+    return None
+
+
+def collect(roots: list[Path]) -> list[Row]:
+    """One :class:`Row` per combination, from every ``metrics.json`` under ``roots``."""
+    rows: dict[tuple, Row] = {}
+    for root in roots:
+        for path in sorted(root.rglob("metrics.json")):
+            summary = json.loads(path.read_text())
+            accuracy = summary.get("metrics", {}).get("test/acc")
+            if accuracy is None or "cipher" not in summary:
+                continue
+            key = (summary["data"], summary["cipher"], summary["model"], _adapt_of(summary, path))
+            row = rows.setdefault(key, Row(*key))
+            row.accuracies.append(100 * float(accuracy))
+            row.seeds.append(int(summary.get("seed", 0)))
+    order = {name: i for i, name in enumerate(METHOD_ORDER)}
+    return sorted(rows.values(), key=lambda r: (r.data, r.family.split("+")[0], order.get(r.cipher, 99), r.family))
+
+
+def gaps(rows: list[Row]) -> dict[tuple[str, str], float]:
+    """Encrypted-minus-plain accuracy gap of the proposed cipher per (data, network)."""
+    plain = {(r.data, r.model): r.mean for r in rows if r.cipher == "plain" and not r.adapt}
+    return {
+        (r.data, r.model): r.mean - plain[(r.data, r.model)]
+        for r in rows
+        if r.cipher == "proposed" and (r.data, r.model) in plain
+    }
+
+
+def write_table(rows: list[Row], out: Path) -> None:
+    """``table.md`` and ``table.csv`` in the paper's layout."""
+    header = ["data", "encryption", "network", "accuracy (%)", "runs", "paper (%)", "ours - paper"]
+    records = []
+    for row in rows:
+        paper = row.paper()
+        network = row.model + (f" + {row.adapt.upper()}-AdaptNet" if row.adapt else "")
+        records.append(
+            [
+                row.data,
+                row.cipher + ("*" if row.adapt else ""),
+                network,
+                f"{row.mean:.2f} ± {row.std:.2f}" if len(row.accuracies) > 1 else f"{row.mean:.2f}",
+                str(len(row.accuracies)),
+                "—" if paper is None else f"{paper:.2f} ({PAPER_NETWORK[row.family.split('+')[0]]})",
+                "—" if paper is None else f"{row.mean - paper:+.2f}",
+            ]
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "table.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *records])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in records]
+    for (data, model), gap in sorted(gaps(rows).items()):
+        lines.append(f"\nEncrypted (proposed) minus plain, {model} on {data}: {gap:+.2f} points")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
+def plot_accuracy(rows: list[Row], out: Path) -> Path:
+    """Bar chart of accuracy per method, one group of bars per network family."""
+    fig, axis = plt.subplots(figsize=(8, 3.5))
+    labels = [f"{r.cipher}{'*' if r.adapt else ''}\n{r.model}" for r in rows]
+    axis.bar(range(len(rows)), [r.mean for r in rows], yerr=[r.std for r in rows], capsize=3,
+             color=["tab:blue" if r.family.startswith("vit") else "tab:orange" for r in rows])
+    axis.set_xticks(range(len(rows)), labels, fontsize=7)
+    axis.set_ylabel("test accuracy (%)")
+    axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = out / "accuracy.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def read_attack_ssim(path: Path) -> dict[str, float]:
+    """Best (highest) mean SSIM of any attack per cipher from an attack ``table.csv`` with
+    columns ``cipher``, ``attack`` and ``ssim_mean`` (reference rows are ignored)."""
+    best: dict[str, float] = defaultdict(float)
+    with path.open() as handle:
+        for record in csv.DictReader(handle):
+            if record.get("attack", "").startswith("reference") or not record.get("ssim_mean"):
+                continue
+            best[record["cipher"]] = max(best[record["cipher"]], float(record["ssim_mean"]))
+    return dict(best)
+
+
+def plot_privacy_utility(rows: list[Row], ssim: dict[str, float], out: Path) -> Path:
+    """Accuracy against the strongest attack's SSIM: top-left is private and useful."""
+    fig, axis = plt.subplots(figsize=(5, 4))
+    for row in rows:
+        if row.cipher in ssim:
+            axis.scatter(ssim[row.cipher], row.mean, marker="o" if row.family.startswith("vit") else "s")
+            axis.annotate(f"{row.cipher} ({row.family})", (ssim[row.cipher], row.mean), fontsize=7)
+    axis.set_xlabel("best attack mean SSIM (lower = more private)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "privacy_utility.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("roots", nargs="+", type=Path, help="folders to search for metrics.json")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--attacks", type=Path, help="attack table.csv for the privacy/utility plot")
+    args = parser.parse_args(argv)
+    rows = collect(args.roots)
+    if not rows:
+        raise SystemExit(f"no finished runs (metrics.json with test/acc) under {args.roots}")
+    write_table(rows, args.out)
+    plot_accuracy(rows, args.out)
+    if args.attacks and args.attacks.exists():
+        plot_privacy_utility(rows, read_attack_ssim(args.attacks), args.out)
+    print((args.out / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
