@@ -4,7 +4,8 @@ A small ViT (random init standing in for public pretrained weights) is transform
 proposed-cipher key, then fine-tuned on encrypted synthetic images (class-conditional smooth
 colour patterns) with SGD (momentum 0.9, weight decay 5e-4) for each learning rate. At every
 checkpoint N the attack compares the fine-tuned model with the public one and the recovery
-rates of K1 (block_perm), K2 (pixel_perm) and the patch-vector permutation are recorded.
+rates of K1 (block_perm), K2 (pixel_perm) and the patch-vector permutation are recorded. The
+attacker is given the key's public ``channel_mix`` option unless ``--infer-channel-mix``.
 
     python experiments/key_recovery_curve.py --lrs 0.03 0.3 --steps 0 10 30 100 300
 
@@ -44,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--channel-mix", action="store_true")
+    parser.add_argument(
+        "--infer-channel-mix",
+        action="store_true",
+        help="make the attacker infer channel_mix from the weights instead of reading the "
+        "key's public option",
+    )
     parser.add_argument("--model-seed", type=int, default=0)
     parser.add_argument("--key-seed", type=int, default=0)
     parser.add_argument("--data-seed", type=int, default=0)
@@ -87,19 +94,24 @@ def build_public_vit(args: argparse.Namespace) -> VisionTransformer:
 
 def run_curve(
     args: argparse.Namespace, lr: float, cipher: ProposedCipher
-) -> list[dict[str, float | int | bool]]:
+) -> list[dict[str, float | int | bool | None]]:
     """Fine-tune the transformed model at ``lr``; score the attack at every checkpoint."""
     public = build_public_vit(args)
     model = transform_vit(public, cipher.key).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     data = SyntheticImages(args.classes, args.img_size, args.data_seed)
     checkpoints = sorted(set(args.steps))
-    points: list[dict[str, float | int | bool]] = []
-    loss = float("nan")
+    points: list[dict[str, float | int | bool | None]] = []
+    loss: float | None = None  # no training loss before the first step
     for step in range(checkpoints[-1] + 1):
         if step in checkpoints:
-            result = recover_key_from_weights(public, model, block_size=args.patch_size)
-            point: dict[str, float | int | bool] = {"steps": step, "train_loss": loss}
+            result = recover_key_from_weights(
+                public,
+                model,
+                block_size=args.patch_size,
+                channel_mix=None if args.infer_channel_mix else args.channel_mix,
+            )
+            point: dict[str, float | int | bool | None] = {"steps": step, "train_loss": loss}
             point.update(key_recovery_rate(result, cipher.key))
             point["block_margin_mean"] = float(result.block_margin.mean())
             point["pixel_margin_mean"] = float(result.pixel_margin.mean())

@@ -34,12 +34,22 @@ from vitlearnenc.models.gan import (
     init_dcgan_weights,
     lab_generator,
 )
+from vitlearnenc.models.key_transform import (
+    ModelTransformError,
+    check_transformable,
+    patch_vector_permutation,
+    transform_vit,
+)
 from vitlearnenc.models.pyramidnet import PyramidNet
 from vitlearnenc.models.resnet_cifar import CifarResNet, resnet18_cifar, resnet20_cifar
 from vitlearnenc.models.shakedrop import ShakeDrop, ShakeDropFunction, shake_drop
 from vitlearnenc.models.unet import BlockwiseInverseNet, UNet
 
 __all__ = [
+    "ModelTransformError",
+    "check_transformable",
+    "patch_vector_permutation",
+    "transform_vit",
     "VIT_PRESETS",
     "AdaptedClassifier",
     "BlockSpectralNorm",
