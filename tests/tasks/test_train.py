@@ -88,3 +88,20 @@ def test_config_errors_before_data_is_loaded(tmp_path: Path, overrides: list[str
     with composed("train", [*SMALL, *overrides], tmp_path) as cfg, pytest.raises(ConfigError, match=message):
         train(cfg)
     assert not (tmp_path / "data").exists()
+
+
+def test_exported_network_starts_a_new_run_through_model_checkpoint(tmp_path: Path) -> None:
+    from vitlearnenc.tasks.classifier import export_network_weights
+
+    overrides = [*SMALL, "callbacks=model_checkpoint", "cipher=plain", "key=none", "trainer.max_epochs=1", "test=false"]
+    with composed("train", overrides, tmp_path / "b") as cfg:
+        train(cfg)
+    ckpt = next((tmp_path / "b" / "run" / "checkpoints").glob("last.ckpt"))
+    weights = export_network_weights(ckpt, tmp_path / "net.safetensors")
+    source = ClassifierModule.load_from_checkpoint(ckpt, map_location="cpu").net
+    from vitlearnenc.models import build_classifier
+
+    restored = build_classifier("vit_micro", num_classes=5, img_size=32, checkpoint=str(weights))
+    for name, tensor in restored.state_dict().items():
+        if not name.startswith("head"):
+            torch.testing.assert_close(tensor, source.state_dict()[name], rtol=0, atol=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -122,3 +123,17 @@ class ClassifierModule(L.LightningModule):
     def optim_settings(self) -> dict[str, Any]:
         """The resolved optimiser settings (defaults filled in), for logs and reports."""
         return dataclasses.asdict(self.optim_cfg)
+
+
+def export_network_weights(ckpt_path: str | Path, out_path: str | Path) -> Path:
+    """Save the network of a training checkpoint as a timm-style ``.safetensors`` state dict,
+    so it can start another run through ``model.checkpoint=PATH`` (e.g. fine-tuning on another
+    task, with or without ``model.key_adapt``)."""
+    from safetensors.torch import save_file
+
+    task = ClassifierModule.load_from_checkpoint(ckpt_path, map_location="cpu")
+    state = {name: tensor.contiguous() for name, tensor in task.net.state_dict().items()}
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out))
+    return out
