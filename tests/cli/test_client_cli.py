@@ -42,6 +42,7 @@ from vitlearnenc.utils.imagefiles import (
     read_image,
     write_png_atomic,
 )
+from vitlearnenc.utils.markers import MARKER_NAME
 
 SIZE, BLOCK = 16, 4
 BIN = Path(sys.executable).parent
@@ -80,7 +81,7 @@ def key_path(tmp_path: Path) -> Path:
 
 def _files(root: Path) -> set[str]:
     return (
-        {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+        {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != MARKER_NAME}
         if root.exists()
         else set()
     )

@@ -14,11 +14,14 @@ log = RankedLogger(__name__)
 
 
 class EncryptedSamplesCallback(L.Callback):
-    """At the start of training, take ``num_images`` validation images, encrypt them with the
-    DataModule's cipher, and save a two-row grid (plain over encrypted) as
-    ``<run dir>/samples.png``; also log it to TensorBoard and wandb when those are active.
+    """At the start of training, save a two-row grid as ``<run dir>/samples.png`` and log it
+    to TensorBoard and wandb when those are active: plain validation images over the
+    encryption of *other* validation images.
 
-    Rank zero only, once per run. The grid shows images, never key material.
+    Why not the encryption of the same images: one plain/encrypted pair is a known-plaintext
+    pair, from which :func:`vitlearnenc.attacks.kpa.recover_proposed_key` reads the whole key
+    (K1 and K2). Showing different images keeps the picture (what encryption looks like) without
+    publishing key-equivalent material to dashboards. Rank zero only, once per run.
     """
 
     def __init__(self, num_images: int = 16) -> None:
@@ -29,26 +32,28 @@ class EncryptedSamplesCallback(L.Callback):
         datamodule = trainer.datamodule
         if datamodule is None or getattr(datamodule, "cipher", None) is None:
             return
-        plain = self._first_images(datamodule)
-        if plain is None:
+        images = self._first_images(datamodule, 2 * self.num_images)
+        if images is None or len(images) < 2:
             return
-        plain = datamodule.augment_and_resize(plain, train=False)
-        encrypted = datamodule.cipher.encrypt(plain)
-        grid = make_grid(torch.cat([plain, encrypted]).float() / 255, nrow=len(plain), padding=1)
+        half = len(images) // 2
+        images = datamodule.augment_and_resize(images, train=False)
+        plain, encrypted = images[:half], datamodule.cipher.encrypt(images[half : 2 * half])
+        grid = make_grid(torch.cat([plain, encrypted]).float() / 255, nrow=half, padding=1)
         path = Path(trainer.default_root_dir) / "samples.png"
         save_image(grid, path)
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):  # TensorBoard
-                experiment.add_image("samples/plain_vs_encrypted", grid, global_step=0)
+                experiment.add_image("samples/plain_and_encrypted", grid, global_step=0)
             elif type(logger).__name__ == "WandbLogger":
-                logger.log_image("samples/plain_vs_encrypted", [grid], step=0)
-        log.info(f"Plain and encrypted samples: {path}")
+                logger.log_image("samples/plain_and_encrypted", [grid], step=0)
+        log.info(f"Plain and encrypted samples (different images): {path}")
 
-    def _first_images(self, datamodule: L.LightningDataModule) -> torch.Tensor | None:
+    @staticmethod
+    def _first_images(datamodule: L.LightningDataModule, count: int) -> torch.Tensor | None:
         images = []
         for batch in datamodule.val_dataloader():
             images.append(batch["image"])
-            if sum(len(i) for i in images) >= self.num_images:
+            if sum(len(i) for i in images) >= count:
                 break
-        return torch.cat(images)[: self.num_images] if images else None
+        return torch.cat(images)[:count] if images else None

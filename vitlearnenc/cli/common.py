@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import signal
+import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning import Callback
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from vitlearnenc.ciphers import get_cipher_class, load_key, save_key
 from vitlearnenc.ciphers.base import check_block_grid, parse_image_size
 from vitlearnenc.ciphers.registry import generate_key
+from vitlearnenc.cli import EXIT_USAGE, USER_ERRORS, one_line
 from vitlearnenc.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
@@ -26,6 +34,49 @@ KEY_FILE_NAME = "key.json"
 
 class ConfigError(ValueError):
     """A configuration that cannot work; raised before any data is loaded."""
+
+
+#: errors of the Hydra apps that mean bad input or configuration, not a bug: ConfigError, key
+#: and data errors (ValueError subclasses), missing paths (OSError), unset ``???`` values
+APP_USER_ERRORS: tuple[type[BaseException], ...] = (
+    *USER_ERRORS,
+    ValueError,
+    OmegaConfBaseException,
+)
+
+_Result = TypeVar("_Result")
+
+
+def one_line_errors(
+    prog: str,
+) -> Callable[[Callable[[DictConfig], _Result]], Callable[[DictConfig], _Result]]:
+    """Decorate a Hydra task function so that a user error ends a single run as one line
+    ``PROG: error: REASON`` on stderr and exit status 2, like the argparse tools, instead of a
+    traceback. ``HYDRA_FULL_ERROR=1`` keeps the traceback; multirun jobs are left to Hydra,
+    which reports the failed job and stops the sweep.
+    """
+
+    def decorate(task: Callable[[DictConfig], _Result]) -> Callable[[DictConfig], _Result]:
+        @functools.wraps(task)
+        def run(cfg: DictConfig) -> _Result:
+            try:
+                return task(cfg)
+            except APP_USER_ERRORS as error:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+                    raise
+                print(
+                    f"{prog}: error: {one_line(error)} (HYDRA_FULL_ERROR=1 shows the traceback)",
+                    file=sys.stderr,
+                )
+                raise SystemExit(EXIT_USAGE) from None
+
+        return run
+
+    return decorate
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _is_vit(model_cfg: DictConfig | dict) -> bool:
@@ -93,6 +144,23 @@ def check_slurm_layout(cfg: DictConfig, environ: dict[str, str] | None = None) -
         raise ConfigError(
             f"SLURM allocated {nodes} node(s) but trainer.num_nodes={cfg.trainer.get('num_nodes', 1)}"
         )
+
+
+def trainer_plugins(cfg: DictConfig) -> list[Any]:
+    """The trainer's plugins: ``cfg.trainer.plugins`` (atomic checkpoint writes) and, inside a
+    SLURM job, ``SLURMEnvironment(auto_requeue=True)``.
+
+    Under SLURM, Lightning then handles the requeue signal (SIGUSR1, which the job asks SLURM
+    to send before its time limit): it writes ``hpc_ckpt_N.ckpt`` into the run directory and
+    runs ``scontrol requeue``; the requeued job resumes from it with ``ckpt_path=auto``. SIGTERM
+    (pre-emption, ``scancel``) makes Lightning stop after the current batch. Lightning is the
+    one requeue owner: the submitit launcher's own requeue stays off (``max_num_timeout: 0``).
+    Outside SLURM (or in an interactive ``srun --job-name=interactive`` shell) nothing is added.
+    """
+    plugins = [hydra.utils.instantiate(p) for p in cfg.trainer.get("plugins") or []]
+    if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
+        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1))
+    return plugins
 
 
 def resolve_key_source(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

@@ -16,6 +16,11 @@ Design for large folders (tens of thousands of small images):
   exists is complete. A rerun skips existing outputs (``--overwrite`` redoes them) and removes
   temporary files that a killed run left behind. Outputs of batches finished before a failure
   or interruption are kept on purpose: rerunning the same command continues from there.
+- **Marked.** A folder OUT gets a hidden marker ``.vitlearnenc.json`` (method, image size,
+  block size and key fingerprint; no key material) just before its first image. It
+  stops a rerun with another key from mixing two keys in one folder, stops encrypting an
+  encrypted folder again, tells ``vitlearnenc-decrypt`` which key a folder needs, and lets
+  the training data modules refuse a keyed cipher on encrypted images.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from vitlearnenc.ciphers import Cipher, build_cipher, load_key
+from vitlearnenc.ciphers import Cipher, CipherKey, build_cipher, load_key
 from vitlearnenc.cli import CliError, image_size_arg, positive_int_arg, run_cli
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.imagefiles import (
@@ -42,6 +47,7 @@ from vitlearnenc.utils.imagefiles import (
     remove_stale_temps,
     write_png_atomic,
 )
+from vitlearnenc.utils.markers import MARKER_NAME, MarkerError, read_marker, write_marker
 
 PROGS = {"encrypt": "vitlearnenc-encrypt", "decrypt": "vitlearnenc-decrypt"}
 _RESUME_HINT = "; finished files are complete: rerun the same command to continue"
@@ -168,6 +174,50 @@ def plan_jobs(source: Path, target: Path) -> list[Job]:
     return jobs
 
 
+def check_markers(
+    source: Path, target: Path, key: CipherKey, direction: str, overwrite: bool
+) -> None:
+    """Refuse folder runs that would mix keys or stack encryptions, from the markers that
+    ``vitlearnenc-encrypt`` leaves in its output folders (see :mod:`vitlearnenc.utils.markers`).
+
+    Raises:
+        CliError: encrypting an encrypted folder, continuing an OUT made with another key
+            (unless ``overwrite``), decrypting with another key than the folder's, or
+            decrypting into an encrypted folder.
+    """
+    try:
+        source_marker, target_marker = read_marker(source), read_marker(target)
+    except MarkerError as error:
+        raise CliError(str(error)) from None
+    if direction == "encrypt":
+        if source_marker is not None:
+            raise CliError(
+                f"IN {source} is already encrypted by vitlearnenc-encrypt "
+                f"({source_marker.describe()}); encrypt the plain images instead"
+            )
+        if (
+            target_marker is not None
+            and target_marker.key_fingerprint != key.fingerprint
+            and not overwrite
+        ):
+            raise CliError(
+                f"OUT {target} holds images encrypted with key "
+                f"{target_marker.key_fingerprint}, not with {key.fingerprint}; continue with "
+                "that key, choose another OUT, or pass --overwrite to re-encrypt every image "
+                "with this key"
+            )
+        return
+    if source_marker is not None and source_marker.key_fingerprint != key.fingerprint:
+        raise CliError(
+            f"IN {source} was encrypted with key {source_marker.key_fingerprint}, not with "
+            f"{key.fingerprint}; decrypt with the key that encrypted it"
+        )
+    if target_marker is not None:
+        raise CliError(
+            f"OUT {target} holds encrypted images ({MARKER_NAME}); decrypt into another folder"
+        )
+
+
 class Converter:
     """Encrypts or decrypts lists of image tensors with one key, one batch at a time.
 
@@ -262,6 +312,9 @@ def _run(args: argparse.Namespace, direction: str) -> int:
         build_cipher(key.method, key=key), direction, getattr(args, "resize", None)
     )
     jobs = plan_jobs(args.input, args.output)
+    folders = args.input.is_dir()
+    if folders:
+        check_markers(args.input, args.output, key, direction, args.overwrite)
     tally = _Tally()
     if args.input.is_dir() and args.output.is_dir():
         tally.stale_temps = remove_stale_temps(args.output)
@@ -278,13 +331,19 @@ def _run(args: argparse.Namespace, direction: str) -> int:
         console=console,
         disable=args.quiet or not args.input.is_dir() or not console.is_terminal,
     )
+    # marked just before its first image, so that a run failing earlier writes nothing
+    unmarked = folders and direction == "encrypt"
     with progress:
         task = progress.add_task(f"{direction}ing", total=len(pending))
         for batch in _batches(pending, args.batch_size):
             readable, images = _read_batch(batch, converter.mode, args.skip_bad, tally)
             if not readable:
                 continue
-            for job, image in zip(readable, converter(images), strict=True):
+            converted = converter(images)
+            if unmarked:
+                write_marker(args.output, key)
+                unmarked = False
+            for job, image in zip(readable, converted, strict=True):
                 write_png_atomic(image, job.target)
                 tally.done += 1
                 progress.advance(task)

@@ -19,6 +19,7 @@ from vitlearnenc.cli.common import (
     close_wandb,
     configure_environment,
     instantiate_loggers,
+    one_line_errors,
     validate_config,
 )
 from vitlearnenc.cli.train import build_datamodule
@@ -62,6 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+@one_line_errors("vitlearnenc-eval")
 def _main(cfg: DictConfig) -> float | None:
     configure_environment()
     with close_wandb():

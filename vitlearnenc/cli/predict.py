@@ -21,7 +21,12 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from vitlearnenc.cli.common import configure_environment, resolve_key_source, validate_config
+from vitlearnenc.cli.common import (
+    configure_environment,
+    one_line_errors,
+    resolve_key_source,
+    validate_config,
+)
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.paths import check_conf_dir, register_resolvers
 
@@ -66,6 +71,7 @@ def predict(cfg: DictConfig) -> Path:
     return path
 
 
+@one_line_errors("vitlearnenc-predict")
 def _main(cfg: DictConfig) -> None:
     configure_environment()
     predict(cfg)

@@ -9,6 +9,8 @@ Examples::
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +19,19 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from vitlearnenc.cli.common import (
+    KEY_FILE_NAME,
     check_slurm_layout,
     close_wandb,
     configure_environment,
     instantiate_callbacks,
     instantiate_loggers,
     network_config,
+    one_line_errors,
     resolve_key_source,
+    trainer_plugins,
     validate_config,
 )
+from vitlearnenc.utils.checkpoint_io import RNGStateCallback
 from vitlearnenc.utils.files import write_json_atomic
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.paths import check_conf_dir, register_resolvers
@@ -46,11 +52,29 @@ def build_datamodule(cfg: DictConfig, run_dir: Path) -> L.LightningDataModule:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``auto`` resumes from the run directory's ``last.ckpt`` when there is one."""
+    """``auto`` resumes from the run directory's newest checkpoint: ``checkpoints/last.ckpt``
+    (end of the last finished epoch) or an ``hpc_ckpt_N.ckpt`` that Lightning wrote when SLURM
+    asked for a requeue; None (a fresh start) when there is neither."""
     if ckpt_path != "auto":
         return ckpt_path
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
+    found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    found = [path for path in found if path.is_file()]
+    return str(max(found, key=lambda path: path.stat().st_mtime_ns)) if found else None
+
+
+@contextlib.contextmanager
+def _drop_new_key_on_error(run_dir: Path) -> Iterator[None]:
+    """Remove the key file that ``key=random`` drew in this block if the block fails (e.g.
+    missing data): nothing was encrypted with it yet, so a failed start leaves no stray key,
+    and the rerun draws a fresh one. Keys of runs that got further are always kept."""
+    path = run_dir / KEY_FILE_NAME
+    existed = path.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -62,9 +86,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_slurm_layout(cfg)
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg, run_dir)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    with _drop_new_key_on_error(run_dir):
+        datamodule = build_datamodule(cfg, run_dir)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
     task = ClassifierModule(
         net=network_config(cfg),
         num_classes=datamodule.num_classes,
@@ -77,9 +102,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # data owner's side: absorb the key into the (pre)trained weights before fine-tuning
         transform_vit(task.net, datamodule.cipher.key, inplace=True)
         log.info("Transformed the ViT's weights with the data owner's key (model.key_adapt=true)")
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    # first, so that it sees the RNG state before any other callback's on_fit_start
+    callbacks = [RNGStateCallback(), *instantiate_callbacks(cfg.get("callbacks"))]
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=trainer_plugins(cfg)
+    )
     for logger in loggers:
         logger.log_hyperparams(_loggable_config(cfg))
     trainer.fit(task, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir))
@@ -135,6 +163,7 @@ def _write_summary(
         log.info(line)
 
 
+@one_line_errors("vitlearnenc-train")
 def _main(cfg: DictConfig) -> float | None:
     configure_environment()
     with close_wandb():

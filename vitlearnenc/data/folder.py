@@ -18,6 +18,11 @@ Design choices:
 - Image files that cannot be decoded are skipped, with one warning per split giving the count
   and the first file; files lying directly in the split folder (no class) are ignored the
   same way. Files without an image extension and hidden files are not considered.
+- A folder written by ``vitlearnenc-encrypt`` carries a ``.vitlearnenc.json`` marker (in the
+  root, a split folder or a parent folder). A keyed cipher on such a folder would encrypt
+  ciphertexts, so it is refused before anything is decoded; ``cipher=none`` on a folder
+  without the marker, and ``cipher=plain`` on one with it, are warned about. Archives are not
+  checked.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from vitlearnenc.data.datasets import UInt8ImageDataset
 from vitlearnenc.data.imagestore import DecodedTree, decode_tree, probe_size
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.logging import RankedLogger
+from vitlearnenc.utils.markers import MARKER_NAME, find_marker
 
 log = RankedLogger(__name__)
 
@@ -74,6 +80,7 @@ class ImageFolderDataModule(EncryptedDataModule):
         self.classes: list[str] | None = None
         self.predict_files: list[str] = []
         self._labelled: dict[str, UInt8ImageDataset] | None = None
+        self._marker_checked: set[Path] = set()
 
     @property
     def class_names(self) -> list[str] | None:
@@ -128,6 +135,7 @@ class ImageFolderDataModule(EncryptedDataModule):
                 f"{self.root} does not exist; set data.root to a folder or a .tar/.tar.gz archive "
                 f"with {_LAYOUT}"
             )
+        self._check_marker(self.root, [self.root / self.train_dir, self.root / self.test_dir])
         return self.root
 
     def _predict_source(self) -> Path:
@@ -137,7 +145,42 @@ class ImageFolderDataModule(EncryptedDataModule):
             )
         if not self.predict_dir.exists():
             raise DatasetNotFoundError(f"the prediction input {self.predict_dir} does not exist")
+        self._check_marker(self.predict_dir, [])
         return self.predict_dir
+
+    def _check_marker(self, root: Path, splits: list[Path]) -> None:
+        """Refuse a keyed cipher on images that ``vitlearnenc-encrypt`` already encrypted, and
+        warn where ``cipher=none``/``plain`` do not match what the folder holds (once per root).
+
+        Raises:
+            ValueError: the folder is marked as encrypted and the cipher needs a key.
+        """
+        if root in self._marker_checked or not root.is_dir():
+            return
+        self._marker_checked.add(root)
+        marker = find_marker([root, *splits, *root.resolve().parents])
+        name = self.cipher_name
+        if marker is not None and self.cipher_class.keyed:
+            raise ValueError(
+                f"{marker.path.parent} is already encrypted by vitlearnenc-encrypt "
+                f"({marker.describe()}); encrypting it again with cipher={name} is not the "
+                "method: use cipher=none (key=none) to train on it, or point data.root to the "
+                "plain images"
+            )
+        if marker is None and name == PRE_ENCRYPTED:
+            log.warning(
+                "cipher=none treats %s as images encrypted by vitlearnenc-encrypt, but it has no "
+                "%s marker; plain images would be used unencrypted (say cipher=plain for that)",
+                root,
+                MARKER_NAME,
+            )
+        elif marker is not None and name == "plain":
+            log.warning(
+                "%s holds images encrypted by vitlearnenc-encrypt (%s); cipher=plain treats them "
+                "as plain images and augments them: use cipher=none for pre-encrypted data",
+                marker.path.parent,
+                marker.describe(),
+            )
 
     def _load_labelled(self) -> dict[str, UInt8ImageDataset]:
         root = self._root()

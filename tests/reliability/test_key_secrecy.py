@@ -1,0 +1,303 @@
+"""Key secrecy audit: no entry point writes key material anywhere (files, logs, console).
+
+Training, evaluation, prediction, the attacks and sweeps run with a key from a key file and
+from a seed; then every file they wrote (Hydra's ``.hydra/`` configs and job logs, CSV,
+TensorBoard events, wandb offline runs, checkpoints, metrics.json) and their stdout/stderr
+are searched for the key's permutations (and inverses) in every plausible encoding. A seed is public by
+design, but the permutations derived from it are key material all the same. The key file
+itself (``key.json`` of ``key=random``, or the owner's file) is the only place allowed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.helpers.hydra import composed
+from tests.reliability.helpers import TINY, KeyLeakScanner, key_arrays, run_console, written_files
+from vitlearnenc.ciphers import CipherKey, generate_key, save_key
+from vitlearnenc.cli.common import close_wandb
+from vitlearnenc.cli.evaluate import evaluate
+from vitlearnenc.cli.train import train
+
+SEED = 4242  # key=seed's seed (public) and the owner key's seed (for a deterministic test)
+SHORT = [
+    *TINY,
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+    "trainer.log_every_n_steps=1",
+    "logger=many",
+    "callbacks.progress_bar=null",
+]
+
+
+@pytest.fixture
+def owner_key(tmp_path: Path) -> tuple[Path, CipherKey]:
+    """A proposed-cipher key for 64x64 images, block 8, in a 0600 key file outside the runs."""
+    key = generate_key("proposed", 64, 8, seed=SEED + 1)
+    path = save_key(key, tmp_path / "secret" / "owner.key")
+    return path, key
+
+
+@pytest.fixture(autouse=True)
+def _offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def _assert_no_leaks(scanner: KeyLeakScanner, root: Path, output: str, exclude: list[Path]) -> None:
+    leaks = scanner.scan_tree(root, exclude=exclude)
+    assert not leaks, f"key material written to: {json.dumps(leaks, indent=1)}"
+    assert not scanner.scan_text(output), "key material printed on stdout/stderr"
+
+
+# ------------------------------------------------------------------- the scanner itself
+def test_scanner_finds_material_in_every_encoding(tmp_path: Path) -> None:
+    """The audit can fail: each plausible way of writing a permutation is found."""
+    key = generate_key("proposed", 64, 8, seed=1)
+    perm = key["block_perm"]
+    window = perm[5:30]
+    writers = {
+        "json": lambda p: p.write_text(json.dumps({"k": perm.tolist()})),
+        "str_list": lambda p: p.write_text(str(window.tolist())),
+        "numpy_repr": lambda p: p.write_text(repr(perm.reshape(8, 8))),
+        "torch_repr": lambda p: p.write_text(str(torch.tensor(window.tolist()).float())),
+        "csv": lambda p: p.write_text("\n".join(str(v) for v in window)),
+        "yaml": lambda p: p.write_text("perm:\n" + "".join(f"  - {v}\n" for v in window)),
+        "torch_save": lambda p: torch.save({"buf": torch.tensor(perm.tolist())}, p),
+        "numpy_int32": lambda p: np.save(p.open("wb"), perm.astype(np.int32)),
+        "uint8_bytes": lambda p: p.write_bytes(b"x" + perm.astype(np.uint8).tobytes()),
+        "big_endian": lambda p: p.write_bytes(perm.astype(">i8").tobytes()),
+        "base64": lambda p: p.write_bytes(base64.b64encode(perm.astype("<i8").tobytes())),
+        "inverse": lambda p: p.write_text(str(np.argsort(key["pixel_perm"]).tolist())),
+    }
+    scanner = KeyLeakScanner([key])
+    for name, write in writers.items():
+        write(tmp_path / name)
+    leaks = scanner.scan_tree(tmp_path)
+    assert set(leaks) == set(writers)
+    unrelated = generate_key("proposed", 64, 8, seed=2)
+    assert KeyLeakScanner([unrelated]).scan_tree(tmp_path) == {}
+    assert set(key_arrays(key)) == {
+        "block_perm",
+        "inverse block_perm",
+        "pixel_perm",
+        "inverse pixel_perm",
+    }
+
+
+# ---------------------------------------------------------------- in-process entry points
+@pytest.mark.parametrize("source", ["file", "seed"])
+def test_train_and_eval_write_no_key_material(
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    owner_key: tuple[Path, CipherKey],
+    source: str,
+) -> None:
+    caplog.set_level(logging.INFO)
+    key_path, key = owner_key
+    if source == "seed":
+        key = generate_key("proposed", 64, 8, seed=SEED)
+        key_args = ["key=seed", f"key.seed={SEED}"]
+    else:
+        key_args = ["key=file", f"key.path={key_path}"]
+    runs = tmp_path / "runs"
+    with composed("train", [*SHORT, *key_args], runs / "train") as cfg, close_wandb():
+        train(cfg)
+    run = runs / "train" / "run"
+    eval_args = [*TINY, "cipher.block_size=8", "logger=many", *key_args]
+    eval_args += [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "+trainer.limit_test_batches=1"]
+    eval_args = [a for a in eval_args if not a.startswith("model")]
+    with composed("eval", eval_args, runs / "eval") as cfg, close_wandb():
+        evaluate(cfg)
+    output = "".join(capfd.readouterr()) + caplog.text
+    files = written_files(runs)
+    # the audit looked at real logs of every kind, not at an empty folder
+    for expected in ("metrics.csv", "events.out.tfevents", ".wandb", "last.ckpt", "metrics.json"):
+        assert any(expected in name for name in files), f"no {expected} was written"
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["key_fingerprint"] == key.fingerprint  # the run used this very key
+    _assert_no_leaks(KeyLeakScanner([key]), runs, output, exclude=[key_path])
+
+
+def test_key_file_with_loose_permissions_warns_through_train(
+    tmp_path: Path, owner_key: tuple[Path, CipherKey]
+) -> None:
+    key_path, _ = owner_key
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    key_path.chmod(0o644)
+    overrides = [*TINY, "trainer=fast_dev_run", "logger=none", "callbacks=none"]
+    with (
+        composed("train", [*overrides, "key=file", f"key.path={key_path}"], tmp_path) as cfg,
+        pytest.warns(UserWarning, match=r"readable by other users \(mode 644\); run: chmod 600"),
+    ):
+        train(cfg)
+
+
+def test_logged_sample_grid_is_no_known_plaintext_pair(
+    tmp_path: Path, owner_key: tuple[Path, CipherKey]
+) -> None:
+    from vitlearnenc.attacks.kpa import KnownPlaintextError, recover_proposed_key
+
+    key_path, key = owner_key
+    overrides = [*TINY, "trainer=fast_dev_run", "logger=none", "callbacks=encrypted_samples"]
+    with composed("train", [*overrides, "key=file", f"key.path={key_path}"], tmp_path) as cfg:
+        train(cfg)
+    grid = torch.from_numpy(np.array(Image.open(tmp_path / "run" / "samples.png"))).permute(2, 0, 1)
+    size, pad = 64, 1  # make_grid(..., padding=1): rows of plain and encrypted images
+    plain = grid[:, pad : pad + size, pad : pad + size]
+    encrypted = grid[:, 2 * pad + size : 2 * pad + 2 * size, pad : pad + size]
+    try:
+        recovered = recover_proposed_key(plain[None], encrypted[None], block_size=8)
+        revealed = bool(np.array_equal(recovered.block_perm, key["block_perm"]))
+    except KnownPlaintextError:  # the two images are no plain/cipher pair: nothing to recover
+        revealed = False
+    assert not revealed, "the logged plain/encrypted grid reveals the key"  # names no material
+
+
+# ------------------------------------------------------------------- console scripts (slow)
+def _predict_inputs(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            folder / f"{index}.png"
+        )
+    return folder
+
+
+@pytest.mark.slow
+def test_console_scripts_write_and_print_no_key_material(
+    tmp_path: Path, owner_key: tuple[Path, CipherKey]
+) -> None:
+    """train, eval, predict and a -m sweep, through the installed console scripts, with a key
+    file (readable by others, to see the warning) and with seeds."""
+    key_path, owner = owner_key
+    key_path.chmod(0o640)
+    logs = tmp_path / "logs"
+    common = [*SHORT, f"paths.log_dir={logs}"]
+    file_key = ["key=file", f"key.path={key_path}"]
+    outputs = []
+
+    def run(script: str, args: list[str]) -> str:
+        result = run_console(script, args, cwd=tmp_path, timeout=400)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(result.stdout + result.stderr)
+        return result.stdout + result.stderr
+
+    out = run("vitlearnenc-train", [*common, *file_key, "run_name=file"])
+    assert "chmod 600" in out  # the loose-permissions warning reaches the user
+    ckpt = logs / "train" / "runs" / "file" / "checkpoints" / "last.ckpt"
+    eval_common = [a for a in common if not a.startswith(("model", "trainer.max", "callbacks"))]
+    run(
+        "vitlearnenc-eval",
+        [*eval_common, "cipher.block_size=8", *file_key, f"ckpt_path={ckpt}", "run_name=file"],
+    )
+    run(
+        "vitlearnenc-predict",
+        [
+            f"ckpt_path={ckpt}",
+            f"input_dir={_predict_inputs(tmp_path / 'inputs')}",
+            "cipher=proposed",
+            "cipher.block_size=8",
+            "img_size=64",
+            *file_key,
+            "num_workers=0",
+            f"paths.log_dir={logs}",
+            "trainer.enable_progress_bar=false",
+        ],
+    )
+    # job subfolders by number: the override_dirname of this many overrides exceeds NAME_MAX
+    sweep = ["-m", *common, "hydra.sweep.subdir=${hydra.job.num}", "key=seed"]
+    run("vitlearnenc-train", [*sweep, f"key.seed={SEED},{SEED + 1}"])
+    seeded = [generate_key("proposed", 64, 8, seed=s) for s in (SEED, SEED + 1)]
+    files = written_files(logs)
+    assert any("/.hydra/config.yaml" in f for f in files) and any(f.endswith(".log") for f in files)
+    assert len([f for f in files if f.endswith("metrics.json")]) == 4  # train, eval, 2 sweep jobs
+    assert any(f.endswith("predictions.csv") for f in files)
+    _assert_no_leaks(KeyLeakScanner([owner, *seeded]), logs, "".join(outputs), exclude=[key_path])
+
+
+def _attack_args(attack: str, key_args: list[str]) -> list[str]:
+    data = [a for a in TINY if a.startswith(("data", "img_size"))]
+    return [
+        *data,
+        "cipher.block_size=8",
+        f"attack={attack}",
+        "attack.num_victim_images=8",
+        "logger=many",
+        *key_args,
+    ]
+
+
+@pytest.mark.parametrize("source", ["file", "seed"])
+def test_key_recovering_attack_writes_no_key_material(
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    owner_key: tuple[Path, CipherKey],
+    source: str,
+) -> None:
+    """The known-plaintext attack recovers the whole victim key; it may report how much it got
+    right, but neither the victim key nor the recovered one may be written."""
+    attack_cli = pytest.importorskip("vitlearnenc.cli.attack", reason="no vitlearnenc-attack yet")
+    caplog.set_level(logging.INFO)
+    key_path, key = owner_key
+    key_args = ["key=file", f"key.path={key_path}"]
+    if source == "seed":
+        key, key_args = generate_key("proposed", 64, 8, seed=SEED), ["key=seed", f"key.seed={SEED}"]
+    with composed("attack", _attack_args("kpa", key_args), tmp_path) as cfg, close_wandb():
+        summary = attack_cli.attack(cfg)
+    assert summary["key_recovery"]["exact"]  # the attack really held the key's equivalent
+    assert any(".wandb" in name for name in written_files(tmp_path))
+    output = "".join(capfd.readouterr()) + caplog.text
+    _assert_no_leaks(KeyLeakScanner([key]), tmp_path, output, exclude=[key_path])
+
+
+@pytest.mark.slow
+def test_attack_console_script_sweep_writes_no_key_material(
+    tmp_path: Path, owner_key: tuple[Path, CipherKey]
+) -> None:
+    """``vitlearnenc-attack -m`` over the key-recovering attacks (kpa, jigsaw) with a key file."""
+    pytest.importorskip("vitlearnenc.cli.attack", reason="no vitlearnenc-attack yet")
+    key_path, key = owner_key
+    logs = tmp_path / "logs"
+    args = [
+        "-m",
+        *_attack_args("kpa,jigsaw", ["key=file", f"key.path={key_path}"]),
+        f"paths.log_dir={logs}",
+        "hydra.sweep.subdir=${hydra.job.num}",
+    ]
+    result = run_console("vitlearnenc-attack", args, cwd=tmp_path, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in logs.rglob("metrics.json")]
+    assert sorted(s["attack"] for s in summaries) == ["jigsaw", "kpa"]
+    _assert_no_leaks(KeyLeakScanner([key]), logs, result.stdout + result.stderr, exclude=[key_path])
+
+
+def test_random_key_is_only_in_its_key_file(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """key=random: the drawn key lives in <run>/key.json (0600) and nowhere else."""
+    caplog.set_level(logging.INFO)
+    overrides = [*SHORT, "logger=csv", "key=random"]
+    with composed("train", overrides, tmp_path) as cfg:
+        train(cfg)
+    key_file = tmp_path / "run" / "key.json"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = CipherKey.from_dict(json.loads(key_file.read_text()))
+    output = "".join(capfd.readouterr()) + caplog.text
+    assert key.fingerprint in output  # the public fingerprint is what gets reported
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    _assert_no_leaks(KeyLeakScanner([key]), tmp_path, output, exclude=[key_file])
