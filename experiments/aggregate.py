@@ -96,7 +96,10 @@ def collect(roots: list[Path]) -> list[Row]:
             row.accuracies.append(100 * float(accuracy))
             row.seeds.append(int(summary.get("seed", 0)))
     order = {name: i for i, name in enumerate(METHOD_ORDER)}
-    return sorted(rows.values(), key=lambda r: (r.data, r.family.split("+")[0], order.get(r.cipher, 99), r.family))
+    return sorted(
+        rows.values(),
+        key=lambda r: (r.data, r.family.split("+")[0], order.get(r.cipher, 99), r.family),
+    )
 
 
 def gaps(rows: list[Row]) -> dict[tuple[str, str], float]:
@@ -123,7 +126,9 @@ def write_table(rows: list[Row], out: Path) -> None:
                 network,
                 f"{row.mean:.2f} ± {row.std:.2f}" if len(row.accuracies) > 1 else f"{row.mean:.2f}",
                 str(len(row.accuracies)),
-                "—" if paper is None else f"{paper:.2f} ({PAPER_NETWORK[row.family.split('+')[0]]})",
+                "—"
+                if paper is None
+                else f"{paper:.2f} ({PAPER_NETWORK[row.family.split('+')[0]]})",
                 "—" if paper is None else f"{row.mean - paper:+.2f}",
             ]
         )
@@ -141,8 +146,13 @@ def plot_accuracy(rows: list[Row], out: Path) -> Path:
     """Bar chart of accuracy per method, one group of bars per network family."""
     fig, axis = plt.subplots(figsize=(8, 3.5))
     labels = [f"{r.cipher}{'*' if r.adapt else ''}\n{r.model}" for r in rows]
-    axis.bar(range(len(rows)), [r.mean for r in rows], yerr=[r.std for r in rows], capsize=3,
-             color=["tab:blue" if r.family.startswith("vit") else "tab:orange" for r in rows])
+    axis.bar(
+        range(len(rows)),
+        [r.mean for r in rows],
+        yerr=[r.std for r in rows],
+        capsize=3,
+        color=["tab:blue" if r.family.startswith("vit") else "tab:orange" for r in rows],
+    )
     axis.set_xticks(range(len(rows)), labels, fontsize=7)
     axis.set_ylabel("test accuracy (%)")
     axis.grid(axis="y", alpha=0.3)
@@ -170,7 +180,9 @@ def plot_privacy_utility(rows: list[Row], ssim: dict[str, float], out: Path) -> 
     fig, axis = plt.subplots(figsize=(5, 4))
     for row in rows:
         if row.cipher in ssim:
-            axis.scatter(ssim[row.cipher], row.mean, marker="o" if row.family.startswith("vit") else "s")
+            axis.scatter(
+                ssim[row.cipher], row.mean, marker="o" if row.family.startswith("vit") else "s"
+            )
             axis.annotate(f"{row.cipher} ({row.family})", (ssim[row.cipher], row.mean), fontsize=7)
     axis.set_xlabel("best attack mean SSIM (lower = more private)")
     axis.set_ylabel("test accuracy (%)")
@@ -183,10 +195,14 @@ def plot_privacy_utility(rows: list[Row], ssim: dict[str, float], out: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("roots", nargs="+", type=Path, help="folders to search for metrics.json")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--attacks", type=Path, help="attack table.csv for the privacy/utility plot")
+    parser.add_argument(
+        "--attacks", type=Path, help="attack table.csv for the privacy/utility plot"
+    )
     args = parser.parse_args(argv)
     rows = collect(args.roots)
     if not rows:

@@ -10,7 +10,9 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_JPEG = Path(
-    os.environ.get("VITLEARNENC_CIFAR10_JPEG", REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
+    os.environ.get(
+        "VITLEARNENC_CIFAR10_JPEG", REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    )
 )
 
 
@@ -18,7 +20,9 @@ CIFAR10_JPEG = Path(
 def cifar10_jpeg() -> Path:
     """Path of the real CIFAR-10 JPEG archive; skips the test when it is not on this machine."""
     if not CIFAR10_JPEG.exists():
-        pytest.skip(f"real CIFAR-10 copy not found at {CIFAR10_JPEG} (set VITLEARNENC_CIFAR10_JPEG)")
+        pytest.skip(
+            f"real CIFAR-10 copy not found at {CIFAR10_JPEG} (set VITLEARNENC_CIFAR10_JPEG)"
+        )
     return CIFAR10_JPEG
 
 

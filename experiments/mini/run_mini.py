@@ -38,12 +38,16 @@ RUNS: list[tuple[str, str, list[int]]] = [
 def run_dir(experiment: str, cipher: str, seed: int) -> Path:
     """The run directory the train config picks for these settings (see conf/experiment/mini)."""
     model = "vit_mini" if experiment == "mini/vit" else "resnet20"
-    suffix = {"mini/cnn_le_adapt": "-adapt_le", "mini/cnn_ele_adapt": "-adapt_ele"}.get(experiment, "")
+    suffix = {"mini/cnn_le_adapt": "-adapt_le", "mini/cnn_ele_adapt": "-adapt_ele"}.get(
+        experiment, ""
+    )
     return RESULTS / "runs" / "train" / "runs" / f"cifar10-{cipher}-{model}{suffix}-seed{seed}"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", required=True, help="CIFAR-10 archive or folder of class folders")
     parser.add_argument("--only", default="", help="run only experiments containing this text")
     parser.add_argument("--dry-run", action="store_true")
@@ -57,9 +61,16 @@ def main(argv: list[str] | None = None) -> None:
             if (target / "metrics.json").exists():
                 continue
             command = [
-                train, f"experiment={experiment}", "data=cifar10_folder", f"data.root={Path(args.data).resolve()}",
-                f"cipher={cipher}", "key=seed", f"key.seed={seed}", f"seed={seed}",
-                f"paths.log_dir={RESULTS / 'runs'}", "callbacks.progress_bar=null",
+                train,
+                f"experiment={experiment}",
+                "data=cifar10_folder",
+                f"data.root={Path(args.data).resolve()}",
+                f"cipher={cipher}",
+                "key=seed",
+                f"key.seed={seed}",
+                f"seed={seed}",
+                f"paths.log_dir={RESULTS / 'runs'}",
+                "callbacks.progress_bar=null",
             ]
             print(" ".join(command[1:]), flush=True)
             if args.dry_run:
@@ -67,9 +78,18 @@ def main(argv: list[str] | None = None) -> None:
             start = time.time()
             subprocess.run(command, check=True)
             with (RESULTS / "timings.jsonl").open("a") as handle:
-                handle.write(json.dumps({"experiment": experiment, "cipher": cipher, "seed": seed,
-                                         "wall_s": round(time.time() - start, 1),
-                                         "command": "vitlearnenc-train " + " ".join(command[1:])}) + "\n")
+                handle.write(
+                    json.dumps(
+                        {
+                            "experiment": experiment,
+                            "cipher": cipher,
+                            "seed": seed,
+                            "wall_s": round(time.time() - start, 1),
+                            "command": "vitlearnenc-train " + " ".join(command[1:]),
+                        }
+                    )
+                    + "\n"
+                )
 
 
 if __name__ == "__main__":

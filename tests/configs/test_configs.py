@@ -32,7 +32,7 @@ def options(group: str) -> list[str]:
 def test_conf_dir_is_found_from_the_installed_package() -> None:
     import vitlearnenc
 
-    assert CONF_DIR == Path(vitlearnenc.__file__).resolve().parents[1] / "conf"
+    assert Path(vitlearnenc.__file__).resolve().parents[1] / "conf" == CONF_DIR
     assert (CONF_DIR / "train.yaml").is_file()
 
 
@@ -76,7 +76,9 @@ def test_every_key_option_resolves(key: str, tmp_path: Path) -> None:
         overrides.append(f"key.path={key_path}")
     with composed("train", overrides, tmp_path) as cfg:
         source = resolve_key_source(cfg, tmp_path / "run")
-    expected = {"none": set(), "seed": {"key_seed"}, "file": {"key_file"}, "random": {"key_file"}}[key]
+    expected = {"none": set(), "seed": {"key_seed"}, "file": {"key_file"}, "random": {"key_file"}}[
+        key
+    ]
     assert set(source) == expected
 
 
@@ -84,7 +86,9 @@ def test_every_key_option_resolves(key: str, tmp_path: Path) -> None:
 def test_every_logger_and_callback_option_instantiates(group: str, tmp_path: Path) -> None:
     for option in options(group):
         with composed("train", [f"{group}={option}"], tmp_path) as cfg:
-            made = (instantiate_loggers if group == "logger" else instantiate_callbacks)(cfg.get(group))
+            made = (instantiate_loggers if group == "logger" else instantiate_callbacks)(
+                cfg.get(group)
+            )
             assert isinstance(made, list)
 
 

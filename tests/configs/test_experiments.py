@@ -12,7 +12,8 @@ from vitlearnenc.cli.train import train
 from vitlearnenc.utils.paths import CONF_DIR
 
 EXPERIMENTS = sorted(
-    str(p.relative_to(CONF_DIR / "experiment").with_suffix("")) for p in (CONF_DIR / "experiment").rglob("*.yaml")
+    str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
+    for p in (CONF_DIR / "experiment").rglob("*.yaml")
 )
 # tiny stand-ins of the full-scale networks (same family, same interfaces)
 TINY_MODEL = {

@@ -18,9 +18,18 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sweep")
     for cipher, seed in [("plain", 0), ("plain", 1), ("proposed", 0), ("proposed", 1)]:
         overrides = [
-            "data=synthetic", "data.num_train=64", "data.num_test=32", "data.batch_size=16",
-            "data.num_workers=0", "model=vit_micro", "trainer=fast_dev_run", "callbacks=none",
-            f"cipher={cipher}", "key=seed", f"key.seed={seed}", f"seed={seed}",
+            "data=synthetic",
+            "data.num_train=64",
+            "data.num_test=32",
+            "data.batch_size=16",
+            "data.num_workers=0",
+            "model=vit_micro",
+            "trainer=fast_dev_run",
+            "callbacks=none",
+            f"cipher={cipher}",
+            "key=seed",
+            f"key.seed={seed}",
+            f"seed={seed}",
         ]
         with composed("train", overrides, root / f"{cipher}{seed}") as cfg:
             train(cfg)
@@ -33,21 +42,34 @@ def test_table_and_plots(sweep: Path, tmp_path: Path) -> None:
     attacks = tmp_path / "attacks.csv"
     with attacks.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerows([["cipher", "attack", "ssim_mean"], ["proposed", "fr", "0.05"],
-                          ["proposed", "jigsaw", "0.6"], ["plain", "reference_plain", "1.0"]])
+        writer.writerows(
+            [
+                ["cipher", "attack", "ssim_mean"],
+                ["proposed", "fr", "0.05"],
+                ["proposed", "jigsaw", "0.6"],
+                ["plain", "reference_plain", "1.0"],
+            ]
+        )
     out = tmp_path / "out"
     main([str(sweep), "--out", str(out), "--attacks", str(attacks)])
     table = (out / "table.md").read_text()
     assert "| synthetic | proposed | vit_micro |" in table and "minus plain" in table
     records = list(csv.DictReader((out / "table.csv").open()))
-    expected = 100 * sum(
-        json.loads(p.read_text())["metrics"]["test/acc"] for p in sweep.rglob("metrics.json")
-        if json.loads(p.read_text())["cipher"] == "plain"
-    ) / 2
+    expected = (
+        100
+        * sum(
+            json.loads(p.read_text())["metrics"]["test/acc"]
+            for p in sweep.rglob("metrics.json")
+            if json.loads(p.read_text())["cipher"] == "plain"
+        )
+        / 2
+    )
     plain = next(r for r in records if r["encryption"] == "plain")
     assert float(plain["accuracy (%)"].split(" ± ")[0]) == pytest.approx(expected, abs=0.01)
     assert plain["runs"] == "2"
-    assert (out / "accuracy.png").stat().st_size > 0 and (out / "privacy_utility.png").stat().st_size > 0
+    assert (out / "accuracy.png").stat().st_size > 0 and (
+        out / "privacy_utility.png"
+    ).stat().st_size > 0
 
 
 def test_paper_numbers_for_matching_rows() -> None:

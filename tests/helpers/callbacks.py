@@ -21,5 +21,12 @@ class RankProbe(L.Callback):
         images = images.to(torch.uint8).reshape(1, 3, *size)
         digest = hashlib.sha256(cipher.encrypt(images).numpy().tobytes()).hexdigest()
         out = Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.json"
-        out.write_text(json.dumps({"fingerprint": cipher.key.fingerprint, "digest": digest,
-                                   "world_size": trainer.world_size}))
+        out.write_text(
+            json.dumps(
+                {
+                    "fingerprint": cipher.key.fingerprint,
+                    "digest": digest,
+                    "world_size": trainer.world_size,
+                }
+            )
+        )

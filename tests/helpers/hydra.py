@@ -23,7 +23,11 @@ def composed(config_name: str, overrides: list[str], tmp_path: Path) -> Iterator
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             config_name,
-            overrides=[f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}", *overrides],
+            overrides=[
+                f"paths.log_dir={tmp_path / 'logs'}",
+                f"paths.data_dir={tmp_path / 'data'}",
+                *overrides,
+            ],
             return_hydra_config=True,
         )
         run_dir = tmp_path / "run"

@@ -10,8 +10,16 @@ from vitlearnenc.models import transform_vit
 
 
 def test_transformed_vit_on_encrypted_batches_equals_plain_vit_on_plain(tmp_path) -> None:
-    common = dict(num_train=16, num_test=8, native_size=32, image_size=224, block_size=16,
-                  batch_size=8, num_workers=0, augment=False)
+    common = dict(
+        num_train=16,
+        num_test=8,
+        native_size=32,
+        image_size=224,
+        block_size=16,
+        batch_size=8,
+        num_workers=0,
+        augment=False,
+    )
     plain_dm = SyntheticDataModule(cipher="plain", **common)
     enc_dm = SyntheticDataModule(cipher="proposed", key_seed=5, **common)
     for dm in (plain_dm, enc_dm):
@@ -19,8 +27,14 @@ def test_transformed_vit_on_encrypted_batches_equals_plain_vit_on_plain(tmp_path
     images = next(iter(plain_dm.test_dataloader()))["image"]
     torch.manual_seed(0)
     model = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=224, patch_size=16,
-        embed_dim=32, depth=1, num_heads=2,
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=10,
+        img_size=224,
+        patch_size=16,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
     ).eval()
     with torch.no_grad():  # larger weights so that the logits depend strongly on the input
         for param in model.parameters():

@@ -37,25 +37,51 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     plain, encrypted, key = root / "plain", root / "encrypted", root / "owner.key"
     write_folder(plain, "train", 160)
     write_folder(plain, "test", 48)
-    assert keygen(["--method", "proposed", "--image-size", "16", "--block-size", "4", "--out", str(key)]) == 0
+    assert (
+        keygen(
+            ["--method", "proposed", "--image-size", "16", "--block-size", "4", "--out", str(key)]
+        )
+        == 0
+    )
     assert main_encrypt(["--key", str(key), "--quiet", str(plain), str(encrypted)]) == 0
     overrides = [
-        "data=image_folder", f"data.root={plain}", "data.batch_size=16", "data.num_workers=0",
-        "model=vit_micro", "img_size=16", "key=file", f"key.path={key}", "callbacks=model_checkpoint",
-        "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "optim.lr=3e-3",
+        "data=image_folder",
+        f"data.root={plain}",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "model=vit_micro",
+        "img_size=16",
+        "key=file",
+        f"key.path={key}",
+        "callbacks=model_checkpoint",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        "optim.lr=3e-3",
     ]
     run = root / "train"
     with composed("train", overrides, run) as cfg:
         metrics = train(cfg)
-    return {"plain": plain, "encrypted": encrypted, "key": key, "run": run / "run", "acc": metrics["test/acc"]}
+    return {
+        "plain": plain,
+        "encrypted": encrypted,
+        "key": key,
+        "run": run / "run",
+        "acc": metrics["test/acc"],
+    }
 
 
 def test_eval_reproduces_the_test_accuracy(trained: dict, tmp_path: Path) -> None:
     ckpt = trained["run"] / "checkpoints"
     best = next(p for p in sorted(ckpt.glob("epoch*.ckpt")))
     overrides = [
-        f"ckpt_path={best}", "data=image_folder", f"data.root={trained['plain']}", "data.num_workers=0",
-        "img_size=16", "cipher.block_size=4", f"key.path={trained['key']}", "logger=none",
+        f"ckpt_path={best}",
+        "data=image_folder",
+        f"data.root={trained['plain']}",
+        "data.num_workers=0",
+        "img_size=16",
+        "cipher.block_size=4",
+        f"key.path={trained['key']}",
+        "logger=none",
         "trainer.enable_progress_bar=false",
     ]
     with composed("eval", overrides, tmp_path) as cfg:
@@ -68,21 +94,35 @@ def test_eval_reproduces_the_test_accuracy(trained: dict, tmp_path: Path) -> Non
 def test_eval_on_pre_encrypted_data_without_key_matches(trained: dict, tmp_path: Path) -> None:
     best = next(iter(sorted((trained["run"] / "checkpoints").glob("epoch*.ckpt"))))
     overrides = [
-        f"ckpt_path={best}", "data=image_folder", f"data.root={trained['encrypted']}", "data.num_workers=0",
-        "img_size=16", "cipher=none", "key=none", "logger=none", "trainer.enable_progress_bar=false",
+        f"ckpt_path={best}",
+        "data=image_folder",
+        f"data.root={trained['encrypted']}",
+        "data.num_workers=0",
+        "img_size=16",
+        "cipher=none",
+        "key=none",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
     ]
     with composed("eval", overrides, tmp_path) as cfg:
         metrics = evaluate(cfg)
     assert metrics["test/acc"] == pytest.approx(trained["acc"], abs=1e-6)
 
 
-def test_predict_on_encrypted_folder_matches_on_the_fly_encryption(trained: dict, tmp_path: Path) -> None:
+def test_predict_on_encrypted_folder_matches_on_the_fly_encryption(
+    trained: dict, tmp_path: Path
+) -> None:
     from vitlearnenc.ciphers import build_cipher, load_key
     from vitlearnenc.tasks.classifier import ClassifierModule
     from vitlearnenc.utils.imagefiles import read_image
 
     best = next(iter(sorted((trained["run"] / "checkpoints").glob("epoch*.ckpt"))))
-    overrides = [f"ckpt_path={best}", f"input_dir={trained['encrypted'] / 'test'}", "img_size=16", "num_workers=0"]
+    overrides = [
+        f"ckpt_path={best}",
+        f"input_dir={trained['encrypted'] / 'test'}",
+        "img_size=16",
+        "num_workers=0",
+    ]
     with composed("predict", overrides, tmp_path) as cfg:
         path = predict(cfg)
     rows = list(csv.DictReader(path.open()))

@@ -29,7 +29,11 @@ def run_train(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [TRAIN, *args, *TINY, f"paths.log_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -45,7 +49,13 @@ def test_multirun_basic_launcher(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_multirun_submitit_local(tmp_path: Path) -> None:
     run_train(
-        ["-m", "hydra/launcher=submitit_local", "cipher=plain,proposed", "key=seed", "experiment_name=sub"],
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            "cipher=plain,proposed",
+            "key=seed",
+            "experiment_name=sub",
+        ],
         tmp_path,
         timeout=600,
     )
@@ -57,8 +67,14 @@ def test_multirun_submitit_local(tmp_path: Path) -> None:
 def test_ddp_on_two_cpu_processes_encrypts_identically(tmp_path: Path) -> None:
     run_train(
         [
-            "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-            "+trainer.max_steps=2", "+trainer.limit_val_batches=1", "key=random", "run_name=ddp",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            "+trainer.max_steps=2",
+            "+trainer.limit_val_batches=1",
+            "key=random",
+            "run_name=ddp",
             "+callbacks.rank_probe._target_=tests.helpers.callbacks.RankProbe",
         ],
         tmp_path,

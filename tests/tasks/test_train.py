@@ -28,7 +28,9 @@ SMALL = [
 
 
 def test_fast_dev_run_encrypted(tmp_path: Path) -> None:
-    with composed("train", [*SMALL, "trainer=fast_dev_run", "key=seed", "key.seed=3"], tmp_path) as cfg:
+    with composed(
+        "train", [*SMALL, "trainer=fast_dev_run", "key=seed", "key.seed=3"], tmp_path
+    ) as cfg:
         metrics = train(cfg)
     assert "test/acc" in metrics and 0.0 <= metrics["test/acc"] <= 1.0
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -62,7 +64,13 @@ def test_training_learns_on_encrypted_images_and_reports(tmp_path: Path) -> None
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
-    base = [*SMALL, "callbacks=model_checkpoint", "key=seed", "+trainer.limit_train_batches=2", "test=false"]
+    base = [
+        *SMALL,
+        "callbacks=model_checkpoint",
+        "key=seed",
+        "+trainer.limit_train_batches=2",
+        "test=false",
+    ]
     with composed("train", [*base, "trainer.max_epochs=1"], tmp_path) as cfg:
         train(cfg)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -84,8 +92,13 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
         (["cipher=proposed", "key=none"], "needs a key"),
     ],
 )
-def test_config_errors_before_data_is_loaded(tmp_path: Path, overrides: list[str], message: str) -> None:
-    with composed("train", [*SMALL, *overrides], tmp_path) as cfg, pytest.raises(ConfigError, match=message):
+def test_config_errors_before_data_is_loaded(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    with (
+        composed("train", [*SMALL, *overrides], tmp_path) as cfg,
+        pytest.raises(ConfigError, match=message),
+    ):
         train(cfg)
     assert not (tmp_path / "data").exists()
 
@@ -93,7 +106,14 @@ def test_config_errors_before_data_is_loaded(tmp_path: Path, overrides: list[str
 def test_exported_network_starts_a_new_run_through_model_checkpoint(tmp_path: Path) -> None:
     from vitlearnenc.tasks.classifier import export_network_weights
 
-    overrides = [*SMALL, "callbacks=model_checkpoint", "cipher=plain", "key=none", "trainer.max_epochs=1", "test=false"]
+    overrides = [
+        *SMALL,
+        "callbacks=model_checkpoint",
+        "cipher=plain",
+        "key=none",
+        "trainer.max_epochs=1",
+        "test=false",
+    ]
     with composed("train", overrides, tmp_path / "b") as cfg:
         train(cfg)
     ckpt = next((tmp_path / "b" / "run" / "checkpoints").glob("last.ckpt"))

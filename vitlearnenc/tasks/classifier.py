@@ -78,7 +78,9 @@ class ClassifierModule(L.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         logits = self(batch["image"])
         loss = self.criterion(logits, batch["label"])
-        metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
+        metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[
+            stage
+        ]
         mean_loss = {"train": self.train_loss, "val": self.val_loss, "test": self.test_loss}[stage]
         metrics.update(logits.detach(), batch["label"])
         mean_loss.update(loss.detach(), weight=batch["label"].numel())
@@ -99,7 +101,9 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def predict_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> dict[str, torch.Tensor]:
         probabilities = self(batch["image"]).softmax(dim=-1)
         confidence, label = probabilities.max(dim=-1)
         out = {"label": label, "confidence": confidence}

@@ -36,11 +36,18 @@ class OptimConfig:
     no_decay_on_norm_and_bias: bool = True
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, exclude_norm_and_bias: bool) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, weight_decay: float, exclude_norm_and_bias: bool
+) -> list[dict]:
     """Weight decay on weights only; biases, norms, position embeddings and tokens are excluded,
     as in timm's and the ViT paper's recipes."""
     if not exclude_norm_and_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+        return [
+            {
+                "params": [p for p in model.parameters() if p.requires_grad],
+                "weight_decay": weight_decay,
+            }
+        ]
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -77,7 +84,9 @@ def lr_lambda(cfg: OptimConfig, total_steps: int):
             return cfg.gamma ** sum(step >= m for m in milestones)
         if cfg.schedule == "cosine":
             progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (
+                1 + math.cos(math.pi * progress)
+            )
         raise ValueError(f"unknown schedule {cfg.schedule!r}; choose cosine, multistep or constant")
 
     return factor
