@@ -38,3 +38,20 @@ def test_a_linear_model_learns_encrypted_synthetic_images_in_a_few_steps():
     x_test = dm.transform_batch(dm.test_set.images, train=False).flatten(1)
     accuracy = (model(x_test).argmax(1) == dm.test_set.fields["label"]).float().mean().item()
     assert accuracy > 0.5  # chance is 0.1
+
+
+def test_label_subset_keeps_and_renumbers_classes() -> None:
+    full = SyntheticDataModule(
+        num_classes=6, num_train=120, num_test=60, batch_size=8, num_workers=0
+    )
+    subset = SyntheticDataModule(
+        num_classes=6, num_train=120, num_test=60, batch_size=8, num_workers=0, label_subset=[4, 1]
+    )
+    for dm in (full, subset):
+        dm.setup("test")
+    assert subset.num_classes == 2 and full.num_classes == 6
+    full_labels = full.test_set.fields["label"]
+    kept = (full_labels == 4) | (full_labels == 1)
+    torch.testing.assert_close(subset.test_set.images, full.test_set.images[kept])
+    expected = torch.where(full_labels[kept] == 4, 0, 1)
+    torch.testing.assert_close(subset.test_set.fields["label"], expected)

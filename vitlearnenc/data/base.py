@@ -53,7 +53,8 @@ class DatasetNotFoundError(FileNotFoundError):
 class EncryptedDataModule(L.LightningDataModule):
     """Base of every DataModule: train/val split, loaders, and the on-device pipeline.
 
-    Subclasses implement :meth:`native_size`, :meth:`load_split` and :attr:`num_classes`, and
+    Subclasses implement :meth:`native_size`, :meth:`load_split` and
+    :attr:`dataset_num_classes` (and :attr:`dataset_class_names` where known), and
     may override :meth:`load_predict` (default: the test images with their index) and
     ``prepare_data`` (downloads).
 
@@ -80,6 +81,7 @@ class EncryptedDataModule(L.LightningDataModule):
         pin_memory: pin loader memory (only used when CUDA is available).
         keep_plain: also return the plain uint8 image (augmented, resized, not encrypted) as
             ``batch["plain"]``, for attack datasets.
+        label_subset: keep only these labels, renumbered 0..k-1 in this order (None: all).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class EncryptedDataModule(L.LightningDataModule):
         std: Sequence[float] = (0.5, 0.5, 0.5),
         pin_memory: bool = True,
         keep_plain: bool = False,
+        label_subset: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -126,6 +129,11 @@ class EncryptedDataModule(L.LightningDataModule):
         self.crop_padding = crop_padding
         self.flip = flip
         self.keep_plain = keep_plain
+        self.label_subset = None if label_subset is None else [int(v) for v in label_subset]
+        if self.label_subset is not None and (
+            not self.label_subset or len(set(self.label_subset)) != len(self.label_subset)
+        ):
+            raise ValueError(f"data.label_subset must list distinct labels, got {label_subset}")
 
         self.cipher_name = cipher
         self.cipher_class = get_cipher_class(cipher)  # unknown names fail here, listing the known
@@ -171,22 +179,53 @@ class EncryptedDataModule(L.LightningDataModule):
         test = (
             self.test_set
             if isinstance(self.test_set, UInt8ImageDataset)
-            else self.load_split("test")
+            else self._load_subset_split("test")
         )
         return UInt8ImageDataset(
             test.images, label=test.fields["label"], index=torch.arange(len(test))
         )
 
     @property
-    def num_classes(self) -> int:
-        """Number of classes of the labelled splits."""
+    def dataset_num_classes(self) -> int:
+        """Number of classes of the stored dataset (subclasses implement it)."""
         raise NotImplementedError
+
+    @property
+    def dataset_class_names(self) -> list[str] | None:
+        """Label names of the stored dataset, when it has them (after ``setup``)."""
+        return None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the model sees (those of ``label_subset`` when one is set)."""
+        return len(self.label_subset) if self.label_subset else self.dataset_num_classes
 
     # ------------------------------------------------------------------------ validation
     @property
     def class_names(self) -> list[str] | None:
-        """Label names in label order, when the dataset has them (after ``setup``)."""
-        return None
+        """Label names in the model's label order, when the dataset has them."""
+        names = self.dataset_class_names
+        if names is None or not self.label_subset:
+            return names
+        return [names[i] for i in self.label_subset]
+
+    def _load_subset_split(self, split: str) -> UInt8ImageDataset:
+        """A labelled split, restricted to ``label_subset`` (relabelled 0..k-1 in its order)
+        when one is set: e.g. pretraining on some classes and fine-tuning on the others."""
+        dataset = self.load_split(split)
+        if not self.label_subset:
+            return dataset
+        labels = dataset.fields["label"]
+        if max(self.label_subset) >= self.dataset_num_classes or min(self.label_subset) < 0:
+            raise ValueError(
+                f"data.label_subset={self.label_subset} has labels outside 0..{self.dataset_num_classes - 1}"
+            )
+        remap = torch.full((self.dataset_num_classes,), -1, dtype=torch.long)
+        remap[torch.as_tensor(self.label_subset)] = torch.arange(len(self.label_subset))
+        keep = remap[labels] >= 0
+        fields = {name: values[keep] for name, values in dataset.fields.items()}
+        fields["label"] = remap[labels[keep]]
+        return UInt8ImageDataset(dataset.images[keep], **fields)
 
     def _check_key_source(self) -> None:
         if not self.cipher_class.keyed:
@@ -298,11 +337,11 @@ class EncryptedDataModule(L.LightningDataModule):
         if self._cipher is None:
             self._cipher = self._build_cipher(self._cipher_input_size(stage))
         if stage in (None, "fit", "validate") and self.train_set is None:
-            full = self.load_split("train")
+            full = self._load_subset_split("train")
             self._check_loaded(full, "train")
             self.train_set, self.val_set = split_train_val(full, self.val_fraction, self.split_seed)
         if stage in (None, "test") and self.test_set is None:
-            test = self.load_split("test")
+            test = self._load_subset_split("test")
             self._check_loaded(test, "test")
             self.test_set = test
         if stage == "predict" and self.predict_set is None:

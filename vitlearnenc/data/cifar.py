@@ -49,11 +49,11 @@ class CIFARDataModule(EncryptedDataModule):
         self._class_names: list[str] | None = None
 
     @property
-    def num_classes(self) -> int:
+    def dataset_num_classes(self) -> int:
         return self.variant[3]
 
     @property
-    def class_names(self) -> list[str] | None:
+    def dataset_class_names(self) -> list[str] | None:
         return self._class_names
 
     def native_size(self, stage: str | None) -> tuple[int, int]:

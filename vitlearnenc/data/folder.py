@@ -83,11 +83,11 @@ class ImageFolderDataModule(EncryptedDataModule):
         self._marker_checked: set[Path] = set()
 
     @property
-    def class_names(self) -> list[str] | None:
+    def dataset_class_names(self) -> list[str] | None:
         return self.classes
 
     @property
-    def num_classes(self) -> int:
+    def dataset_num_classes(self) -> int:
         if self.classes is None:
             raise RuntimeError("the classes of an image folder are known after setup('fit'/'test')")
         return len(self.classes)

@@ -98,7 +98,7 @@ class SyntheticDataModule(EncryptedDataModule):
         self.check_native_size((native_size, native_size))
 
     @property
-    def num_classes(self) -> int:
+    def dataset_num_classes(self) -> int:
         return self._num_classes
 
     def native_size(self, stage: str | None) -> tuple[int, int]:
