@@ -4,7 +4,6 @@ not print every line once per process."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
@@ -24,10 +23,6 @@ class RankedLogger(logging.LoggerAdapter):
         rank = getattr(rank_zero_only, "rank", 0)
         if self.rank_zero_only and rank != 0:
             return
-        msg, kwargs = self.process(msg, kwargs)
         if not self.rank_zero_only:
             msg = f"[rank {rank}] {msg}"
         self.logger.log(level, msg, *args, **kwargs)
-
-    def process(self, msg: object, kwargs: Any) -> tuple[object, Mapping[str, Any]]:
-        return msg, kwargs
