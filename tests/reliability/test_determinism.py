@@ -24,7 +24,7 @@ from vitlearnenc.cli.train import build_datamodule, train
 SHORT = [
     *TINY,
     "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
+    "trainer.limit_train_batches=3",
     "+trainer.limit_val_batches=1",
     "logger=none",
     "callbacks=model_checkpoint",

@@ -32,7 +32,7 @@ SEED = 4242  # key=seed's seed (public) and the owner key's seed (for a determin
 SHORT = [
     *TINY,
     "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=2",
+    "trainer.limit_train_batches=2",
     "+trainer.limit_val_batches=1",
     "+trainer.limit_test_batches=1",
     "trainer.log_every_n_steps=1",

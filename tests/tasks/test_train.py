@@ -68,7 +68,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
         *SMALL,
         "callbacks=model_checkpoint",
         "key=seed",
-        "+trainer.limit_train_batches=2",
+        "trainer.limit_train_batches=2",
         "test=false",
     ]
     with composed("train", [*base, "trainer.max_epochs=1"], tmp_path) as cfg:

@@ -3,8 +3,9 @@
 Every keyed transform of the project is, per key, a fixed map of value positions (a gather)
 followed by a fixed negative-positive flip of some values (``v -> max - v``, which is
 ``v XOR 255`` on uint8). :class:`IndexCipher` precomputes that map once per key and applies it
-to a whole batch with one ``index_select`` and one elementwise op, on whatever device the
-batch lives, so subclasses only describe *where* each value comes from.
+to a whole batch with one scatter/gather and one in-place elementwise op
+(:mod:`~vitlearnenc.ciphers.fastpath`), on whatever device the batch lives, so subclasses only
+describe *where* each value comes from.
 
 Value conventions: uint8 tensors hold 0..255; floating tensors hold 0..1 (negation is
 ``1 - v``). Ciphers that work on nibbles (LE, ELE) quantise float input to 8 bits first.
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from vitlearnenc.ciphers.fastpath import GatherKernel, Kernel
 from vitlearnenc.ciphers.keys import CipherKey, KeyMismatchError, KeyRNG
 
 
@@ -178,9 +180,15 @@ class GatherPlan:
 class IndexCipher(Cipher):
     """A cipher whose transform is one :class:`GatherPlan` per key (see module docstring).
 
-    The plan is built once from the key; device copies of its index tensors are cached, so a
-    batch costs one ``index_select`` and at most one elementwise op.
+    The plan is built once from the key. A batch runs through the fast path by default
+    (:class:`~vitlearnenc.ciphers.fastpath.GatherKernel`: one scatter or gather into the output
+    and one in-place negation, cached per direction, channel count, device and dtype); set
+    ``use_fast_path = False`` on an instance to run the plain reference gather instead
+    (:meth:`_apply_reference`, same results, several times slower; the tests compare the two).
     """
+
+    #: run batches through the fast kernels (True) or the reference gather (False)
+    use_fast_path: bool = True
 
     def __init__(self, key: CipherKey) -> None:
         super().__init__(key)
@@ -188,6 +196,7 @@ class IndexCipher(Cipher):
         self._device_cache: dict[
             tuple[str, str, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]
         ] = {}
+        self._kernels: dict[tuple[str, int, str, torch.dtype], Kernel] = {}
 
     @abstractmethod
     def build_plan(self, channels: int) -> GatherPlan:
@@ -201,9 +210,28 @@ class IndexCipher(Cipher):
             self._plans[f"decrypt{channels}"] = plan.inverse()
         return self._plans[cache_key]
 
+    def _kernel(
+        self, direction: str, channels: int, device: torch.device, dtype: torch.dtype
+    ) -> Kernel:
+        """The fast kernel of one plan, built on first use and cached per device and dtype."""
+        cache_key = (direction, channels, str(device), dtype)
+        if cache_key not in self._kernels:
+            self._kernels[cache_key] = self._build_kernel(
+                self._plan(direction, channels), channels, device, dtype
+            )
+        return self._kernels[cache_key]
+
+    def _build_kernel(
+        self, plan: GatherPlan, channels: int, device: torch.device, dtype: torch.dtype
+    ) -> Kernel:
+        """The fast kernel of ``plan``; subclasses whose plans index something other than values
+        (nibbles) return their own."""
+        return GatherKernel.from_plan(plan, channels, device, dtype)
+
     def _device_plan(
         self, direction: str, channels: int, device: torch.device, dtype: torch.dtype
     ) -> tuple[GatherPlan, torch.Tensor, torch.Tensor | None]:
+        """The plan with its index and negation mask on ``device`` (reference path)."""
         plan = self._plan(direction, channels)
         cache_key = (f"{direction}{channels}", str(device), dtype)
         if cache_key not in self._device_cache:
@@ -222,14 +250,24 @@ class IndexCipher(Cipher):
     ) -> torch.Tensor:
         """Run the ``direction`` plan of ``channels``-channel plain images on ``images``
         (plain images to encrypt, or ciphertexts of such images to decrypt)."""
+        if not self.use_fast_path:
+            return self._apply_reference(images, direction, channels, out_shape)
+        kernel = self._kernel(direction, channels, images.device, images.dtype)
+        return kernel(images, out_shape)
+
+    def _apply_reference(
+        self, images: torch.Tensor, direction: str, channels: int, out_shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """The plan applied literally: one ``index_select`` over the flattened values (or pixel
+        positions) and one negation. Simple enough to trust; the fast path must equal it."""
         batch = images.shape[0]
         plan, index, mask = self._device_plan(direction, channels, images.device, images.dtype)
         if plan.spatial:
-            flat = images.reshape(batch, images.shape[1], -1).index_select(2, index)
+            flat = images.flatten(2).index_select(2, index)
         else:
-            flat = images.reshape(batch, -1).index_select(1, index)
+            flat = images.flatten(1).index_select(1, index)
         if mask is not None:
-            flat = flat.reshape(batch, -1)
+            flat = flat.flatten(1)
             if images.dtype == torch.uint8:
                 flat = flat ^ mask
             else:

@@ -5,7 +5,7 @@ some nibbles are reversed (``v -> 15 - v``), the nibbles are permuted, the same 
 reversed again and the nibbles are merged back into bytes. Per key this is one gather over the
 nibbles of the whole image plus one XOR with 15, so :class:`NibbleCipher` stores it as a
 :class:`~vitlearnenc.ciphers.base.GatherPlan` over nibble positions and applies it to a batch with
-one ``index_select`` and one XOR.
+one gather and one XOR (:class:`~vitlearnenc.ciphers.fastpath.NibbleKernel`).
 
 Nibble vector of an image ``(C, H, W)``: ``nib[p * C*H*W + c*H*W + y*W + x]`` is the low (p = 0)
 or high (p = 1) nibble of the byte at (c, y, x); plans index this ``2*C*H*W`` vector.
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from vitlearnenc.ciphers.base import GatherPlan, IndexCipher, block_grid_index, log2_factorial
-from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyMismatchError, check_range
+from vitlearnenc.ciphers.fastpath import Kernel, NibbleKernel
+from vitlearnenc.ciphers.keys import KeyFileError, KeyMismatchError, check_range
 
 
 def reversal_mask(perm: np.ndarray) -> np.ndarray:
@@ -108,10 +109,6 @@ class NibbleCipher(IndexCipher):
     colour channels, default 3).
     """
 
-    def __init__(self, key: CipherKey) -> None:
-        super().__init__(key)
-        self._nibble_cache: dict[tuple[str, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
-
     @property
     def channels(self) -> int:
         return int(self.key.options.get("channels", 3))
@@ -124,31 +121,33 @@ class NibbleCipher(IndexCipher):
                 f"{channels}; make a key with channels={channels}"
             )
 
-    def _nibble_tensors(
-        self, direction: str, channels: int, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        cache_key = (direction, channels, str(device))
-        if cache_key not in self._nibble_cache:
-            plan = self._plan(direction, channels)
-            assert plan.negate is not None
-            index = torch.as_tensor(plan.index, dtype=torch.long, device=device)
-            mask = torch.as_tensor(plan.negate.astype(np.uint8) * 15, device=device)
-            self._nibble_cache[cache_key] = (index, mask)
-        return self._nibble_cache[cache_key]
+    def _build_kernel(
+        self, plan: GatherPlan, channels: int, device: torch.device, dtype: torch.dtype
+    ) -> Kernel:
+        return NibbleKernel.from_plan(plan, device)
 
     def _apply(
         self, images: torch.Tensor, direction: str, channels: int, out_shape: tuple[int, ...]
     ) -> torch.Tensor:
-        batch = images.shape[0]
         self.check_channels(channels)
-        index, mask = self._nibble_tensors(direction, channels, images.device)
+        return super()._apply(images, direction, channels, out_shape)
+
+    def _apply_reference(
+        self, images: torch.Tensor, direction: str, channels: int, out_shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """The nibble plan applied literally: split every byte into two nibbles, one
+        ``index_select`` over the nibble vector, XOR, merge."""
+        batch = images.shape[0]
+        plan, index, _ = self._device_plan(direction, channels, images.device, torch.uint8)
+        assert plan.negate is not None
+        mask = torch.as_tensor(plan.negate.astype(np.uint8) * 15, device=images.device)
         if images.dtype == torch.uint8:
             values = images
         else:
             values = (images * 255).round().clamp(0, 255).to(torch.uint8)
-        nibbles = torch.stack([values & 15, values >> 4], dim=1).reshape(batch, -1)
+        nibbles = torch.stack([values & 15, values >> 4], dim=1).flatten(1)
         nibbles = nibbles.index_select(1, index) ^ mask
-        low, high = nibbles.reshape(batch, 2, -1).unbind(1)
+        low, high = nibbles.unflatten(1, (2, -1)).unbind(1)
         merged = (low | (high << 4)).reshape(batch, *out_shape)
         if images.dtype == torch.uint8:
             return merged

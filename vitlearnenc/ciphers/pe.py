@@ -7,9 +7,9 @@ permutations (:data:`~vitlearnenc.ciphers.etc.COLOUR_PERMUTATIONS`).
 PE is meant to be used "without key management" (spec open question 9): every image gets an
 independent random key that nobody keeps, and the classifier learns to ignore it. That is the
 default (``per_image_keys=True``); ``per_image_keys=False`` gives an ordinary fixed-key cipher.
-Both modes are one gather plus one negation per batch: the fixed key through
-:class:`~vitlearnenc.ciphers.base.IndexCipher`, per-image keys through ``torch.gather`` with a
-per-image index built on the batch's device.
+The fixed key is one gather plus one negation per batch
+(:class:`~vitlearnenc.ciphers.base.IndexCipher`); per-image keys are applied on the batch's device
+with bitwise channel selection and an in-place negation (:func:`_select_channels`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from vitlearnenc.ciphers.base import (
     check_block_grid,
 )
 from vitlearnenc.ciphers.etc import COLOUR_PERMUTATIONS
+from vitlearnenc.ciphers.fastpath import as_integers, chunk_size, flag_operands, negate_
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_range
 from vitlearnenc.ciphers.validation import check_fields, check_geometry
 
@@ -58,7 +59,7 @@ class PECipher(IndexCipher):
 
     def __init__(self, key: CipherKey) -> None:
         super().__init__(key)
-        self._tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[str, torch.Tensor] = {}
         if self.per_image_keys:
             self.invertible = False  # per key; the class flag is the default
 
@@ -188,27 +189,42 @@ class PECipher(IndexCipher):
                 f"per-image pe keys must be negate (B, 3*H*W) and channel_perm (B, H*W) for a "
                 f"batch of {batch} images; got {tuple(negate.shape)} and {tuple(codes.shape)}"
             )
-        forward, inverse = self._device_tables(images.device)
-        table = inverse if decrypt else forward
-        # value (c, p) of the result <- value (channel_index[b, c, p], p): one gather per batch
-        channel_index = table[codes.to(images.device).long()].transpose(1, 2)  # (B, 3, H*W)
-        values = images.reshape(batch, 3, pixels).gather(1, channel_index)
-        mask = negate.to(images.device, torch.bool).reshape(batch, 3, pixels)
-        if not decrypt:  # NP acts on plain positions: carry its bits along with the values
-            mask = mask.gather(1, channel_index)
-        if images.dtype == torch.uint8:
-            values = values ^ (mask.to(torch.uint8) * 255)
-        else:
-            values = torch.where(mask, 1.0 - values, values)
-        return values.reshape(images.shape)
-
-    def _device_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if str(device) not in self._tables:
-            self._tables[str(device)] = (
-                torch.as_tensor(COLOUR_PERMUTATIONS, device=device),
-                torch.as_tensor(_INVERSE_PERMUTATIONS, device=device),
+        if decrypt and batch and (int(negate.max()) > 1 or int(codes.max()) >= 6):
+            # keys from outside: out-of-range values would select garbage instead of failing
+            raise CipherInputError(
+                "per-image pe keys hold negate bits 0/1 and channel_perm codes 0..5; pass the keys "
+                "that encrypt_with_keys returned"
             )
-        return self._tables[str(device)]
+        device = images.device
+        negate = negate.to(device, torch.uint8).reshape(batch, 3, pixels)
+        codes = codes.to(device, torch.uint8)
+        members = self._membership_bits(device, inverse=decrypt)
+        out = torch.empty(images.shape, dtype=images.dtype, device=device)
+        source, target = images.reshape(batch, 3, pixels), out.view(batch, 3, pixels)
+        # scratch per image: the NP'd copy (3 planes), two differences and two masks (1 each)
+        step = chunk_size(batch, 7 * pixels * images.element_size(), device)
+        for start in range(0, batch, step):
+            part = slice(start, start + step)
+            flags = flag_operands(negate[part], images.dtype)
+            if decrypt:  # plain value = NP of the selected ciphertext value
+                _select_channels(source[part], codes[part], members, target[part])
+                negate_(target[part], flags)
+            else:  # NP acts on the plain values, before they are shuffled
+                negated = torch.empty_like(source[part])
+                negate_(source[part], flags, out=negated)
+                _select_channels(negated, codes[part], members, target[part])
+        return out
+
+    def _membership_bits(self, device: torch.device, inverse: bool) -> torch.Tensor:
+        """``bits[c, s]``: bit k set iff colour code k takes output channel c from channel s
+        (``(3, 3)`` uint8 on ``device``; the inverse table when ``inverse``)."""
+        cache_key = f"{device}{inverse}"
+        if cache_key not in self._tables:
+            table = _INVERSE_PERMUTATIONS if inverse else COLOUR_PERMUTATIONS
+            codes = np.arange(len(table))
+            bits = [[int(np.sum(1 << codes[table[:, c] == s])) for s in range(3)] for c in range(3)]
+            self._tables[cache_key] = torch.tensor(bits, dtype=torch.uint8, device=device)
+        return self._tables[cache_key]
 
     def key_space_bits(self) -> float:
         """log2 of 2^(3HW)·6^(HW), the space one image's key is drawn from (≈10^1722 at 32x32)."""
@@ -219,6 +235,41 @@ class PECipher(IndexCipher):
         """Pixels stay in place, so every patch size that tiles the image is aligned."""
         height, width = self.image_size
         return patch_size > 0 and height % patch_size == 0 and width % patch_size == 0
+
+
+def _select_channels(
+    values: torch.Tensor, codes: torch.Tensor, members: torch.Tensor, out: torch.Tensor
+) -> None:
+    """``out[b, c, p] = values[b, s, p]`` with s the source channel of output channel c under the
+    colour code ``codes[b, p]`` (``members`` from :meth:`PECipher._membership_bits`).
+
+    Why bitwise: every image has its own code per pixel, so a gather would need a B x 3 x H x W
+    int64 index built per batch (8 bytes of index per byte of image); selecting with 0/all-ones
+    masks, ``v0 ^ ((v0 ^ v1) & m1) ^ ((v0 ^ v2) & m2)``, is a few vectorised passes over uint8 or
+    the float bits and copies every value exactly.
+
+    Args:
+        values: ``(b, 3, P)`` uint8 or float source values.
+        codes: ``(b, P)`` uint8 colour codes 0..5.
+        members: ``(3, 3)`` uint8 membership bit sets.
+        out: ``(b, 3, P)`` destination, same dtype as ``values``, not overlapping it.
+    """
+    bits = as_integers(values)
+    first, second, third = bits.unbind(1)
+    to_second, to_third = first ^ second, first ^ third
+    target = as_integers(out)
+    for channel in range(3):
+        takes_second = _code_mask(members[channel, 1], codes, bits.dtype)
+        takes_third = _code_mask(members[channel, 2], codes, bits.dtype)
+        plane = target[:, channel]
+        torch.bitwise_and(to_second, takes_second, out=plane)
+        plane.bitwise_xor_(first).bitwise_xor_(takes_third.bitwise_and_(to_third))
+
+
+def _code_mask(member_bits: torch.Tensor, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """All-ones where bit ``codes[b, p]`` of ``member_bits`` is set, else 0, in ``dtype``."""
+    flags = torch.bitwise_right_shift(member_bits, codes).bitwise_and_(1)
+    return flags.neg_() if dtype == torch.uint8 else flags.to(dtype).neg_()
 
 
 def _check_rgb(channels: int) -> None:
