@@ -112,13 +112,23 @@ def table_section(
     for cipher in ciphers:
         cells = [cell(runs.get(f"{size}px-{cipher}-{a}")) for a in columns]
         lines.append(f"| {NAMES[cipher]} | " + " | ".join(cells) + " |")
-    for ref, label in (
-        ("reference_plain", "ceiling: plain image"),
-        ("reference_random", "floor: unrelated image"),
-    ):
-        run = runs.get(f"{size}px-proposed-{ref}")
-        if run is not None:
-            lines.append(f"| *{label}* | " + " | ".join([cell(run)] * len(columns)) + " |")
+    references = [
+        f"{label}: {cell(runs.get(f'{size}px-proposed-{ref}'))}"
+        for ref, label in (
+            ("reference_plain", "ceiling (the plain image itself)"),
+            ("reference_random", "floor (an unrelated test image)"),
+        )
+        if f"{size}px-proposed-{ref}" in runs
+    ]
+    if references:
+        lines += ["", "Reference rows, same images: " + "; ".join(references) + "."]
+    reasons = {
+        f"{COLUMNS[run['attack']]} on {NAMES[run['cipher']]}": run["reason"]
+        for key, run in runs.items()
+        if key.startswith(f"{size}px-") and not run.get("applicable", True)
+    }
+    if reasons:
+        lines += ["", "Not applicable:", ""] + [f"- {what}: {why}" for what, why in reasons.items()]
     return lines
 
 
