@@ -163,13 +163,17 @@ def plot_accuracy(rows: list[Row], out: Path) -> Path:
     return path
 
 
-def read_attack_ssim(path: Path) -> dict[str, float]:
-    """Best (highest) mean SSIM of any attack per cipher from an attack ``table.csv`` with
-    columns ``cipher``, ``attack`` and ``ssim_mean`` (reference rows are ignored)."""
+def read_attack_ssim(path: Path, image_size: int = 32) -> dict[str, float]:
+    """Best (highest) mean SSIM of any ciphertext-only attack per cipher from an attack
+    ``table.csv`` (columns ``cipher``, ``attack``, ``ssim_mean``, optionally ``image_size``);
+    reference rows and the known-plaintext attack are ignored."""
     best: dict[str, float] = defaultdict(float)
     with path.open() as handle:
         for record in csv.DictReader(handle):
-            if record.get("attack", "").startswith("reference") or not record.get("ssim_mean"):
+            attack = record.get("attack", "")
+            if attack.startswith("reference") or attack == "kpa" or not record.get("ssim_mean"):
+                continue
+            if record.get("image_size") and int(record["image_size"]) != image_size:
                 continue
             best[record["cipher"]] = max(best[record["cipher"]], float(record["ssim_mean"]))
     return dict(best)
