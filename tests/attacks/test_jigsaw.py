@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.images import smooth_images as _smooth_images
 from vitlearnenc.attacks.jigsaw import (
     _position_costs,
     direct_accuracy,
@@ -21,19 +22,8 @@ from vitlearnenc.ciphers import CipherKey, ProposedCipher, build_cipher
 
 
 def smooth_images(count: int, size: int, seed: int) -> torch.Tensor:
-    """Smooth colour images: gradients plus Gaussian blobs, spanning 0..255, uint8."""
-    g = torch.Generator().manual_seed(seed)
-    axis = torch.linspace(0, 1, size, dtype=torch.float64)
-    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
-    shape = (count, 3, 1, 1)
-    images = (torch.rand(shape, generator=g, dtype=torch.float64) - 0.5) * (xs + 2 * ys)
-    for _ in range(4):
-        cx, cy, width, amp = (torch.rand(shape, generator=g, dtype=torch.float64) for _ in range(4))
-        images = images + (amp - 0.5) * torch.exp(
-            -((xs - cx) ** 2 + (ys - cy) ** 2) / (0.02 + 0.1 * width)
-        )
-    low, high = images.amin(dim=(1, 2, 3), keepdim=True), images.amax(dim=(1, 2, 3), keepdim=True)
-    return ((images - low) / (high - low) * 255).round().to(torch.uint8)
+    """Smooth test images with four blobs (more texture for the solver)."""
+    return _smooth_images(count, size, seed, blobs=4)
 
 
 def scramble_blocks(images: torch.Tensor, block: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:

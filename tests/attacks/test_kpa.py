@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.images import smooth_images
 from vitlearnenc.attacks.kpa import (
     KnownPlaintextError,
     decrypt_with_recovered,
@@ -14,22 +15,6 @@ from vitlearnenc.attacks.kpa import (
     recovery_rates,
 )
 from vitlearnenc.ciphers import build_cipher
-
-
-def smooth_images(count: int, size: int, seed: int) -> torch.Tensor:
-    """Smooth colour images: gradients plus Gaussian blobs, spanning 0..255, uint8."""
-    g = torch.Generator().manual_seed(seed)
-    axis = torch.linspace(0, 1, size, dtype=torch.float64)
-    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
-    shape = (count, 3, 1, 1)
-    images = (torch.rand(shape, generator=g, dtype=torch.float64) - 0.5) * (xs + 2 * ys)
-    for _ in range(3):
-        cx, cy, width, amp = (torch.rand(shape, generator=g, dtype=torch.float64) for _ in range(4))
-        images = images + (amp - 0.5) * torch.exp(
-            -((xs - cx) ** 2 + (ys - cy) ** 2) / (0.02 + 0.1 * width)
-        )
-    low, high = images.amin(dim=(1, 2, 3), keepdim=True), images.amax(dim=(1, 2, 3), keepdim=True)
-    return ((images - low) / (high - low) * 255).round().to(torch.uint8)
 
 
 @pytest.mark.parametrize(("size", "block"), [(32, 4), (32, 8), (64, 16)])

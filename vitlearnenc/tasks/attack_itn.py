@@ -21,7 +21,7 @@ from torchmetrics import MeanMetric
 
 from vitlearnenc.attacks.scoring import psnr, ssim, ssim_gaussian
 from vitlearnenc.models import build_attack_net
-from vitlearnenc.tasks.optim import OptimConfig, build_optimizer, lr_lambda, parameter_groups
+from vitlearnenc.tasks.optim import OptimConfig, configure_sgd_or_adamw
 
 #: PSNR of exact restorations is infinite; scores are capped here so means stay finite
 PSNR_CAP = 100.0
@@ -141,16 +141,9 @@ class ITNAttack(RestorationTask):
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        cfg = self.optim_cfg
-        optimizer = build_optimizer(
-            parameter_groups(self.net, cfg.weight_decay, cfg.no_decay_on_norm_and_bias), cfg
+        return configure_sgd_or_adamw(
+            self.net, self.optim_cfg, int(self.trainer.estimated_stepping_batches)
         )
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
 
     @property
     def optim_settings(self) -> dict[str, Any]:

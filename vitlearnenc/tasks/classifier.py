@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitlearnenc.models import build_classifier
-from vitlearnenc.tasks.optim import OptimConfig, build_optimizer, lr_lambda, parameter_groups
+from vitlearnenc.tasks.optim import OptimConfig, configure_sgd_or_adamw
 
 
 class ClassifierModule(L.LightningModule):
@@ -112,16 +112,9 @@ class ClassifierModule(L.LightningModule):
         return out
 
     def configure_optimizers(self) -> dict[str, Any]:
-        cfg = self.optim_cfg
-        optimizer = build_optimizer(
-            parameter_groups(self.net, cfg.weight_decay, cfg.no_decay_on_norm_and_bias), cfg
+        return configure_sgd_or_adamw(
+            self.net, self.optim_cfg, int(self.trainer.estimated_stepping_batches)
         )
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
 
     @property
     def optim_settings(self) -> dict[str, Any]:

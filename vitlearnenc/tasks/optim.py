@@ -90,3 +90,16 @@ def lr_lambda(cfg: OptimConfig, total_steps: int):
         raise ValueError(f"unknown schedule {cfg.schedule!r}; choose cosine, multistep or constant")
 
     return factor
+
+
+def configure_sgd_or_adamw(net: nn.Module, cfg: OptimConfig, total_steps: int) -> dict:
+    """Lightning ``configure_optimizers`` result: the optimiser over ``net``'s parameter
+    groups and the per-step warm-up + schedule (shared by the classifier and the ITN attack)."""
+    optimizer = build_optimizer(
+        parameter_groups(net, cfg.weight_decay, cfg.no_decay_on_norm_and_bias), cfg
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, max(1, total_steps)))
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+    }
