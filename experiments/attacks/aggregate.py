@@ -3,7 +3,7 @@
 Reads ``experiments/results/attacks/runs/*.json`` (one ``metrics.json`` per run) and writes
 ``table.md`` and ``table.csv`` next to them; reads the runs' ``samples.pt`` from the sweep's
 log directory for ``grid_32.png`` (one row per cipher: plain, ciphertext, every attack's
-restoration with its SSIM) and ``grid_224.png``.
+restoration with its SSIM) and ``grid_224.png`` (the proposed cipher, three images).
 
     python experiments/attacks/aggregate.py [--log-dir /tmp/vitlearnenc-attack-logs] [--image 0]
 """
@@ -190,15 +190,24 @@ def write_markdown(runs: dict[str, dict[str, Any]]) -> None:
 
 
 def save_figure(
-    runs: dict[str, dict[str, Any]], log_dir: Path, size: int, ciphers: tuple[str, ...], image: int
+    runs: dict[str, dict[str, Any]],
+    log_dir: Path,
+    size: int,
+    ciphers: tuple[str, ...],
+    images: tuple[int, ...],
 ) -> Path | None:
-    """One row per cipher: plain, ciphertext, then every attack's restoration of one image."""
+    """One row per (cipher, image): plain, ciphertext, then every attack's restoration."""
     attacks = [
         a
         for a in COLUMNS
         if any((log_dir / f"{size}px-{c}-{a}" / "samples.pt").exists() for c in ciphers)
     ]
-    rows = [c for c in ciphers if (log_dir / f"{size}px-{c}-fr" / "samples.pt").exists()]
+    rows = [
+        (cipher, image)
+        for cipher in ciphers
+        if (log_dir / f"{size}px-{cipher}-fr" / "samples.pt").exists()
+        for image in images
+    ]
     if not rows:
         return None
     headers = ["plain", "encrypted", *[COLUMNS[a] for a in attacks]]
@@ -206,7 +215,7 @@ def save_figure(
         figsize=(1.35 * len(headers), 1.45 * len(rows) + 0.3), dpi=110, layout="constrained"
     )
     axes = figure.subplots(len(rows), len(headers), squeeze=False)
-    for r, cipher in enumerate(rows):
+    for r, (cipher, image) in enumerate(rows):
         base = torch.load(log_dir / f"{size}px-{cipher}-fr" / "samples.pt")
         cells: list[tuple[torch.Tensor | None, str]] = [
             (base["plain"][image], ""),
@@ -234,7 +243,8 @@ def save_figure(
             if r == 0:
                 axis.set_title(headers[c], fontsize=8)
             if c == 0:
-                axis.set_ylabel(NAMES[cipher], fontsize=9)
+                name = NAMES[cipher] if len(images) == 1 else f"{NAMES[cipher]}, image {image}"
+                axis.set_ylabel(name, fontsize=9)
     path = RESULTS / f"grid_{size}.png"
     FigureCanvasAgg(figure)
     figure.savefig(path, format="png")
@@ -244,13 +254,15 @@ def save_figure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log-dir", type=Path, default=Path("/tmp/vitlearnenc-attack-logs"))
-    parser.add_argument("--image", type=int, default=0, help="which victim image the figures show")
+    parser.add_argument(
+        "--image", type=int, default=0, help="which victim image the 32-px figure shows"
+    )
     args = parser.parse_args()
     runs = load_runs()
     write_csv(runs)
     write_markdown(runs)
-    for size, ciphers in ((32, CIPHERS), (224, ("proposed",))):
-        path = save_figure(runs, args.log_dir, size, ciphers, args.image)
+    for size, ciphers, images in ((32, CIPHERS, (args.image,)), (224, ("proposed",), (0, 1, 2))):
+        path = save_figure(runs, args.log_dir, size, ciphers, images)
         if path is not None:
             print(f"wrote {path}")
     print(f"wrote {RESULTS / 'table.md'} and {RESULTS / 'table.csv'} ({len(runs)} runs)")

@@ -172,6 +172,7 @@ def test_attack_config_composes_for_224_with_block_16(tmp_path: Path) -> None:
         assert cfg.run_name.endswith("proposed-b16-itn-224px")
 
 
+@pytest.mark.slow  # a fresh interpreter: 5-15 s on the shared host
 def test_console_script_prints_its_config() -> None:
     result = subprocess.run(
         [str(BIN / "vitlearnenc-attack"), "attack=gan", "cipher=pe", "--cfg", "job"],

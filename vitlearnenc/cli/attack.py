@@ -129,11 +129,17 @@ def check_applicable(cfg: DictConfig) -> None:
             "attacks here restore images of the plain layout"
         )
     if kind == "jigsaw" and (cipher != "proposed" or cfg.cipher.options.get("channel_mix")):
-        raise NotApplicableError(
-            "the jigsaw solver attacks block scrambling with intact (pixel-shuffled) blocks, i.e. "
-            "the channel-tied proposed cipher; EtC-style pieces (rotated, flipped, negated, "
-            f"colour-shuffled) are not implemented, and {cipher} has no such blocks"
-        )
+        if cipher == "etc":
+            reason = (
+                "EtC's scrambled blocks are also rotated/flipped, negated and colour-shuffled; a "
+                "solver for such pieces is not implemented"
+            )
+        else:
+            reason = (
+                "the solver reassembles scrambled blocks whose content is intact up to one shared, "
+                f"channel-tied pixel shuffle (the proposed cipher); {cipher} has no such blocks"
+            )
+        raise NotApplicableError(reason)
     if kind == "kpa":
         if cipher == "pe":
             raise NotApplicableError(

@@ -46,7 +46,8 @@ class SIAGANAttack(RestorationTask):
         loss: ``hinge`` (SIA-GAN) or ``bce`` (lab GAN-Attack, on D's logits).
         lr_g: generator learning rate.
         lr_d: discriminator learning rate.
-        lr_c: classifier learning rate (Adam with betas ``classifier_betas``).
+        lr_c: classifier learning rate (Adam with betas ``classifier_betas``); the defaults
+            are G's, as the SIA-GAN code steps the classifier with the generator's optimiser.
         betas: Adam betas of G and D.
         classifier_betas: Adam betas of C.
         classifier_weight: weight of C's cross entropy in G's loss.
@@ -61,9 +62,9 @@ class SIAGANAttack(RestorationTask):
         loss: str = "hinge",
         lr_g: float = 1e-4,
         lr_d: float = 4e-4,
-        lr_c: float = 1e-3,
+        lr_c: float = 1e-4,
         betas: tuple[float, float] = (0.0, 0.9),
-        classifier_betas: tuple[float, float] = (0.9, 0.999),
+        classifier_betas: tuple[float, float] = (0.0, 0.9),
         classifier_weight: float = 1.0,
     ) -> None:
         super().__init__()
