@@ -61,6 +61,7 @@ from vitlearnenc.cli.common import (
     close_wandb,
     configure_environment,
     instantiate_loggers,
+    one_line_errors,
     resolve_key_source,
     validate_config,
 )
@@ -486,6 +487,7 @@ def attack(cfg: DictConfig) -> dict[str, Any]:
     return _write_outputs(cfg, run_dir, inputs, outcome, recovery, loggers)
 
 
+@one_line_errors("vitlearnenc-attack")
 def _main(cfg: DictConfig) -> float | None:
     configure_environment()
     with close_wandb():
