@@ -25,6 +25,7 @@ from vitlearnenc.ciphers.validation import (
     check_fields,
     check_geometry,
     key_channels,
+    reject_unknown_options,
 )
 
 
@@ -54,8 +55,7 @@ class ELECipher(NibbleCipher):
         channels: int = 3,
         **options: Any,
     ) -> CipherKey:
-        if options:
-            raise TypeError(f"unknown option(s) for the ele cipher: {sorted(options)}")
+        reject_unknown_options(cls.name, options)
         grid_h, grid_w = check_block_grid(image_size, block_size)
         check_channels_option(channels)
         num_blocks = grid_h * grid_w

@@ -38,7 +38,7 @@ from vitlearnenc.ciphers.base import (
     log2_factorial,
 )
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_permutation, check_range
-from vitlearnenc.ciphers.validation import check_fields
+from vitlearnenc.ciphers.validation import check_fields, reject_unknown_options
 
 #: colour permutation codes of the reference code's ``channel_change`` (code 0 = identity):
 #: output channel c is input channel ``COLOUR_PERMUTATIONS[code][c]``.
@@ -196,8 +196,7 @@ class EtCCipher(_BlockwiseEtC):
         etc_channel_mode: str = "permute",
         **options: Any,
     ) -> CipherKey:
-        if options:
-            raise TypeError(f"unknown option(s) for the etc cipher: {sorted(options)}")
+        reject_unknown_options(cls.name, options)
         if etc_channel_mode not in CHANNEL_MODES:
             raise ValueError(
                 f"etc_channel_mode must be one of {', '.join(CHANNEL_MODES)}, got {etc_channel_mode!r}"
@@ -253,8 +252,7 @@ class EtCGrayCipher(_BlockwiseEtC):
     def generate_key(
         cls, image_size: tuple[int, int], block_size: int, rng: KeyRNG, **options: Any
     ) -> CipherKey:
-        if options:
-            raise TypeError(f"unknown option(s) for the etc_gray cipher: {sorted(options)}")
+        reject_unknown_options(cls.name, options)
         return CipherKey(cls.name, image_size, block_size, cls._draw(image_size, block_size, rng))
 
     @classmethod

@@ -26,6 +26,7 @@ from vitlearnenc.ciphers.validation import (
     check_fields,
     check_geometry,
     key_channels,
+    reject_unknown_options,
 )
 
 
@@ -52,8 +53,7 @@ class LECipher(NibbleCipher):
         channels: int = 3,
         **options: Any,
     ) -> CipherKey:
-        if options:
-            raise TypeError(f"unknown option(s) for the le cipher: {sorted(options)}")
+        reject_unknown_options(cls.name, options)
         check_block_grid(image_size, block_size)
         check_channels_option(channels)
         material = {"perm": rng.permutation(2 * channels * block_size**2)}

@@ -30,7 +30,7 @@ from vitlearnenc.ciphers.base import (
 from vitlearnenc.ciphers.etc import COLOUR_PERMUTATIONS
 from vitlearnenc.ciphers.fastpath import as_integers, chunk_size, flag_operands, negate_
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_range
-from vitlearnenc.ciphers.validation import check_fields, check_geometry
+from vitlearnenc.ciphers.validation import check_fields, check_geometry, reject_unknown_options
 
 #: inverse colour permutations: plain channel c = encrypted channel ``_INVERSE[code][c]``
 _INVERSE_PERMUTATIONS = np.argsort(COLOUR_PERMUTATIONS, axis=1)
@@ -72,8 +72,7 @@ class PECipher(IndexCipher):
         per_image_keys: bool = True,
         **options: Any,
     ) -> CipherKey:
-        if options:
-            raise TypeError(f"unknown option(s) for the pe cipher: {sorted(options)}")
+        reject_unknown_options(cls.name, options)
         if not isinstance(per_image_keys, bool):
             raise ValueError(f"per_image_keys must be True or False, got {per_image_keys!r}")
         check_block_grid(image_size, block_size)

@@ -9,6 +9,7 @@ import torch
 
 from vitlearnenc.ciphers.base import Cipher, check_block_grid
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG
+from vitlearnenc.ciphers.validation import reject_unknown_options
 
 
 class PlainCipher(Cipher):
@@ -21,8 +22,7 @@ class PlainCipher(Cipher):
     def generate_key(
         cls, image_size: tuple[int, int], block_size: int, rng: KeyRNG, **options: Any
     ) -> CipherKey:
-        if options:
-            raise TypeError(f"unknown option(s) for the {cls.name} cipher: {sorted(options)}")
+        reject_unknown_options(cls.name, options)
         check_block_grid(image_size, block_size)
         return CipherKey(cls.name, image_size, block_size, {})
 

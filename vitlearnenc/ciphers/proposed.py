@@ -27,7 +27,7 @@ from vitlearnenc.ciphers.base import (
     log2_factorial,
 )
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_permutation
-from vitlearnenc.ciphers.validation import check_fields, check_geometry
+from vitlearnenc.ciphers.validation import check_fields, check_geometry, reject_unknown_options
 
 
 class ProposedCipher(IndexCipher):
@@ -50,8 +50,7 @@ class ProposedCipher(IndexCipher):
         channels: int = 3,
         **options: Any,
     ) -> CipherKey:
-        if options:
-            raise TypeError(f"unknown option(s) for the proposed cipher: {sorted(options)}")
+        reject_unknown_options(cls.name, options)
         grid_h, grid_w = check_block_grid(image_size, block_size)
         _check_even(block_size)
         sub = block_size // 2

@@ -40,3 +40,9 @@ def check_channels_option(channels: int) -> None:
     """Raise ValueError unless the ``channels`` key-generation option is a positive integer."""
     if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
+
+
+def reject_unknown_options(method: str, options: dict[str, object]) -> None:
+    """Raise TypeError naming any key-generation option the ``method`` cipher does not take."""
+    if options:
+        raise TypeError(f"unknown option(s) for the {method} cipher: {sorted(options)}")
