@@ -96,6 +96,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         label_smoothing=cfg.label_smoothing,
         compile=cfg.compile,
+        channels_last=cfg.channels_last,
         class_names=datamodule.class_names,
     )
     if cfg.model.get("key_adapt"):
