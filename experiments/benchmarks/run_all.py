@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from experiments.benchmarks import bench_ciphers, bench_train_step
+from experiments.benchmarks import bench_ciphers, bench_switches, bench_train_step
 from experiments.benchmarks.common import RESULTS_DIR
 
 TARGETS = {
@@ -74,7 +74,38 @@ def summarize(results_dir: Path = RESULTS_DIR) -> str:
             f"x{pipe['ratio']:.1f} (target ≥ 5: {_mark(pipe['ratio'] >= TARGETS['pipeline_ratio'])})",
             "",
         ]
+    for path in sorted(results_dir.glob("switches_*.json")):
+        lines += _switch_section(path)
     return "\n".join(lines)
+
+
+def _switch_section(path: Path) -> list[str]:
+    """Markdown of one ``bench_switches`` result: step time per speed switch and model."""
+    data = json.loads(path.read_text())
+    machine = data["machine"]
+    lines = [
+        f"## Speed switches ({path.name}; {machine['device']}, {machine['torch_threads']} threads, "
+        f"encrypted training step, median of interleaved repeats)",
+        "",
+        "| model | image | batch | switch | step ms | images/s | speed-up vs fp32 | first step s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in data["rows"]:
+        lines.append(
+            f"| {row['model']} | {row['image_size']} | {row['batch']} | {row['variant']} | "
+            f"{row['step_ms']:.1f} | {row['images_per_s']:.0f} | {row['speedup_vs_fp32']:.2f} | "
+            f"{row['first_step_s']:.1f} |"
+        )
+    transfer = data["pinned_transfer"]
+    if "skipped" in transfer:
+        lines.append(f"\nPinned memory {transfer['shape']}: not measured ({transfer['skipped']}).")
+    else:
+        lines.append(
+            f"\nPinned memory, uint8 batch {transfer['shape']} to the device: pageable "
+            f"{transfer['pageable_GBps']:.1f} GB/s, pinned {transfer['pinned_GBps']:.1f} GB/s "
+            f"(x{transfer['speedup']:.2f})."
+        )
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,7 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.summary_only:
         bench_ciphers.main(["--device", args.device])
+        if args.device == "cpu":  # the load-independent view: CPU time of one thread
+            bench_ciphers.main(["--threads", "1", "--clock", "cpu", "--out", "ciphers_1thread"])
         bench_train_step.main(["--device", args.device])
+        bench_switches.main(["--device", args.device])
     summary = summarize()
     (RESULTS_DIR / "summary.md").write_text(summary + "\n")
     print(summary)

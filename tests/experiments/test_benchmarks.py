@@ -1,0 +1,28 @@
+"""The benchmark scripts run and their summary reads their JSON (no timing is asserted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from experiments.benchmarks import bench_switches
+from experiments.benchmarks.common import machine_info, write_results
+from experiments.benchmarks.run_all import summarize
+
+
+def test_switch_benchmark_times_every_switch_and_is_summarised(tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    rows = bench_switches.switch_rows("vit_micro", 32, 4, batch=8, repeats=1, device=cpu)
+    variants = [row["variant"] for row in rows]
+    assert variants == ["fp32", "bf16-mixed", "channels_last", "no fused attention", "compile"]
+    assert all(row["step_ms"] > 0 and row["images_per_s"] > 0 for row in rows)
+    assert next(row for row in rows if row["variant"] == "fp32")["speedup_vs_fp32"] == 1.0
+    transfer = bench_switches.pinned_transfer(2, 32, 1, cpu)
+    assert "CUDA" in transfer["skipped"]
+    payload = {"machine": machine_info(cpu), "rows": rows, "pinned_transfer": transfer}
+    write_results("switches_cpu", payload, out_dir=tmp_path)
+    summary = summarize(tmp_path)
+    assert "## Speed switches (switches_cpu.json" in summary
+    assert summary.count("| vit_micro | 32 | 8 |") == 5
+    assert "not measured (pinned memory needs a CUDA device)" in summary
