@@ -12,6 +12,7 @@ from vitlearnenc.attacks.jigsaw import (
     direct_accuracy,
     estimate_pixel_perm,
     jigsaw_attack,
+    largest_component,
     neighbour_accuracy,
     solve_block_puzzle,
     solve_jigsaw,
@@ -120,6 +121,19 @@ def test_accuracy_scores() -> None:
     with pytest.raises(ValueError, match="square grid"):
         neighbour_accuracy(np.arange(8), np.arange(8))
     assert neighbour_accuracy(np.arange(8), np.arange(8), grid=(2, 4)) == 1.0
+
+
+def test_largest_component_credits_a_correct_region_that_is_shifted() -> None:
+    truth = np.arange(16)
+    assert largest_component(truth, truth) == 1.0
+    # shifted one column right with wrap: true columns 0-2 stay one correct 12-block region
+    shifted = (truth // 4) * 4 + (truth % 4 + 1) % 4
+    assert largest_component(shifted, truth) == pytest.approx(12 / 16)
+    # blocks 1 and 2 are consecutive in row-major order but not neighbours (row end, row start):
+    # placing them side by side joins nothing
+    assert largest_component(np.array([2, 0, 1, 3]), np.arange(4)) == pytest.approx(1 / 4)
+    with pytest.raises(ValueError, match="differ in length"):
+        largest_component(np.arange(4), np.arange(9))
 
 
 def test_bad_input_is_reported() -> None:

@@ -133,6 +133,20 @@ def test_jigsaw_reports_key_recovery(tmp_path: Path) -> None:
     assert recovery["pixel_perm_fraction"] == 1.0  # K2 (2x2) is recovered from 24 ciphertexts
 
 
+def test_jigsaw_on_etc_solves_variant_pieces_with_a_public_prior(tmp_path: Path) -> None:
+    summary = run_attack("jigsaw", "etc", tmp_path, ["attack.num_public_images=48"])
+    assert summary["applicable"] and summary["n"] == 24
+    assert summary["budget"]["prior_images"] == 48
+    assert 0 <= summary["ssim"]["mean"] <= 1
+    recovery = summary["key_recovery"]
+    assert 0 < recovery["block_neighbour_mean_best_orientation"] <= 1
+
+
+def test_jigsaw_on_etc_original_colour_mode_is_not_applicable(tmp_path: Path) -> None:
+    summary = run_attack("jigsaw", "etc", tmp_path, ["cipher.options.etc_channel_mode=original"])
+    assert summary["applicable"] is False and "duplicates colour channels" in summary["reason"]
+
+
 @pytest.mark.slow
 @pytest.mark.data
 def test_fr_restores_real_pe_images_above_the_floor(cifar10_jpeg: Path, tmp_path: Path) -> None:

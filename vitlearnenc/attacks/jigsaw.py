@@ -83,18 +83,20 @@ def edge_dissimilarity(pieces: np.ndarray) -> np.ndarray:
         ``(4, N, N)``: entry ``[r, i, j]`` is the dissimilarity of piece j placed in direction
         r (right, down, left, up) of piece i; ``inf`` on the diagonal.
     """
-    right = _mgc_left_right(pieces)
-    down = _mgc_left_right(pieces.transpose(0, 1, 3, 2))  # a piece's bottom = its transpose's right
+    right = mgc_right(pieces, pieces)
+    transposed = pieces.transpose(0, 1, 3, 2)  # a piece's bottom edge is its transpose's right
+    down = mgc_right(transposed, transposed)
     dissimilarity = np.stack([right, down, right.T, down.T])
     diagonal = np.arange(len(pieces))
     dissimilarity[:, diagonal, diagonal] = np.inf
     return dissimilarity
 
 
-def _mgc_left_right(pieces: np.ndarray) -> np.ndarray:
-    """``(N, N)`` MGC of piece j placed right of piece i (both sides of the seam)."""
-    last, before_last = pieces[..., -1].transpose(0, 2, 1), pieces[..., -2].transpose(0, 2, 1)
-    first, after_first = pieces[..., 0].transpose(0, 2, 1), pieces[..., 1].transpose(0, 2, 1)
+def mgc_right(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``(K, L)`` MGC of piece ``right[j]`` placed right of piece ``left[i]`` (both sides of the
+    seam); pieces ``(K, C, M, M)`` and ``(L, C, M, M)``. Other directions: transpose or swap."""
+    last, before_last = left[..., -1].transpose(0, 2, 1), left[..., -2].transpose(0, 2, 1)
+    first, after_first = right[..., 0].transpose(0, 2, 1), right[..., 1].transpose(0, 2, 1)
     seam = first[None] - last[:, None]  # (N_i, N_j, M, C): gradient from i's edge into j
     from_left = _mahalanobis(seam, last - before_last)  # i's rightward gradients
     from_right = _mahalanobis(-seam.transpose(1, 0, 2, 3), first - after_first).T  # j's leftward
@@ -489,6 +491,42 @@ def neighbour_accuracy(
         correct += int(np.sum((row_b - row_a == step[0]) & (col_b - col_a == step[1])))
         total += a.size
     return correct / total if total else 1.0
+
+
+def largest_component(
+    estimate: np.ndarray, true_block_perm: np.ndarray, grid: tuple[int, int] | None = None
+) -> float:
+    """Fraction of the blocks in the largest group reassembled correctly relative to each
+    other (largest component, Gallagher 2012): blocks joined wherever two blocks adjacent in
+    the reassembly are adjacent in the same relation in the plain image. Unlike the direct
+    comparison it credits a correct region that sits shifted on the canvas.
+
+    Args: as :func:`neighbour_accuracy`.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    estimate, truth = np.asarray(estimate), np.asarray(true_block_perm)
+    if estimate.shape != truth.shape:
+        raise ValueError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
+    grid_h, grid_w = grid or _square_grid(truth.size)
+    if grid_h * grid_w != truth.size:
+        raise ValueError(f"a {grid_h}x{grid_w} grid does not hold {truth.size} blocks")
+    piece_at_placed = np.argsort(estimate)  # encrypted block placed at each canvas position
+    canvas = np.arange(truth.size).reshape(grid_h, grid_w)
+    first, second = [], []
+    for a, b in ((canvas[:, :-1], canvas[:, 1:]), (canvas[:-1, :], canvas[1:, :])):
+        pieces_a, pieces_b = piece_at_placed[a.ravel()], piece_at_placed[b.ravel()]
+        step = b.ravel() - a.ravel()  # 1 (right) or grid_w (down) on the canvas
+        true_a, true_b = truth[pieces_a], truth[pieces_b]
+        same_row_or_col = np.where(step == 1, true_a // grid_w == true_b // grid_w, True)
+        joined = (true_b - true_a == step) & same_row_or_col
+        first.append(pieces_a[joined])
+        second.append(pieces_b[joined])
+    rows, cols = np.concatenate(first), np.concatenate(second)
+    graph = coo_matrix((np.ones(rows.size), (rows, cols)), shape=(truth.size, truth.size))
+    _, labels = connected_components(graph, directed=False)
+    return float(np.bincount(labels).max() / truth.size)
 
 
 # ------------------------------------------------------------------------------ full attack

@@ -44,9 +44,16 @@ from vitlearnenc.attacks.grid import make_grid_tensor, save_attack_grid
 from vitlearnenc.attacks.jigsaw import (
     JigsawResult,
     direct_accuracy,
+    largest_component,
     neighbour_accuracy,
     solve_jigsaw,
     symmetry_between,
+)
+from vitlearnenc.attacks.jigsaw_etc import (
+    EtCJigsawResult,
+    ImagePrior,
+    placement_scores,
+    solve_etc_jigsaw,
 )
 from vitlearnenc.attacks.kpa import (
     KPAResult,
@@ -107,7 +114,7 @@ class AttackOutcome:
     """
 
     restored: torch.Tensor
-    estimate: JigsawResult | KPAResult | LEKPAResult | None = None
+    estimate: JigsawResult | EtCJigsawResult | KPAResult | LEKPAResult | None = None
     budget: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,16 +136,17 @@ def check_applicable(cfg: DictConfig) -> None:
             f"the {cipher} cipher changes the image layout to {probe.output_shape(3)}; the "
             "attacks here restore images of the plain layout"
         )
-    if kind == "jigsaw" and (cipher != "proposed" or cfg.cipher.options.get("channel_mix")):
+    if kind == "jigsaw" and not _jigsaw_applies(cfg):
         if cipher == "etc":
             reason = (
-                "EtC's scrambled blocks are also rotated/flipped, negated and colour-shuffled; a "
-                "solver for such pieces is not implemented"
+                "etc_channel_mode=original duplicates colour channels, so its pieces are not "
+                "rotated/flipped/negated/colour-shuffled views of the plain blocks"
             )
         else:
             reason = (
-                "the solver reassembles scrambled blocks whose content is intact up to one shared, "
-                f"channel-tied pixel shuffle (the proposed cipher); {cipher} has no such blocks"
+                "the solvers reassemble scrambled blocks whose content is intact up to one shared, "
+                "channel-tied pixel shuffle (the proposed cipher) or up to a rotation/flip, "
+                f"negation and colour order per block (EtC); {cipher} has no such blocks"
             )
         raise NotApplicableError(reason)
     if kind == "kpa":
@@ -152,6 +160,14 @@ def check_applicable(cfg: DictConfig) -> None:
                 f"known-plaintext key recovery is implemented for the channel-tied proposed "
                 f"cipher and le, not {cipher}"
             )
+
+
+def _jigsaw_applies(cfg: DictConfig) -> bool:
+    """Whether a jigsaw solver exists for the configured cipher."""
+    options = cfg.cipher.options
+    if cfg.cipher.name == "proposed":
+        return not options.get("channel_mix")
+    return cfg.cipher.name == "etc" and options.get("etc_channel_mode", "permute") == "permute"
 
 
 # ---------------------------------------------------------------------------------- victim
@@ -178,6 +194,8 @@ def prepare_inputs(cfg: DictConfig, run_dir: Path) -> AttackInputs:
     train_size = len(datamodule.load_split("train"))
     victim_train = {"gan": "num_victim_train", "kpa": "num_known_pairs"}.get(attack.kind)
     public_count = {"itn": "num_public_images", "gan": "num_natural"}.get(attack.kind)
+    if attack.kind == "jigsaw" and cfg.cipher.name == "etc":  # the prior of the EtC solver
+        public_count = "num_public_images"
     num_train = int(attack[victim_train]) if victim_train else 0
     num_public = int(attack[public_count]) if public_count else 0
     # disjoint training images: the victim's labelled ciphertexts first, the public ones after
@@ -215,6 +233,12 @@ def run_attack(cfg: DictConfig, inputs: AttackInputs, loggers: list[Logger]) -> 
         outcome = AttackOutcome(fr_basic(victim.test_ciphertexts, rescale=bool(cfg.attack.rescale)))
     elif kind == "fr_advanced":
         outcome = AttackOutcome(fr_advanced(victim.test_ciphertexts))
+    elif kind == "jigsaw" and cfg.cipher.name == "etc":
+        public = inputs.public
+        prior = ImagePrior.fit(public) if public is not None else None
+        etc_result = solve_etc_jigsaw(victim.test_ciphertexts, int(cfg.cipher.block_size), prior)
+        budget = {"prior_images": 0 if public is None else len(public)}
+        outcome = AttackOutcome(etc_result.restored, estimate=etc_result, budget=budget)
     elif kind == "jigsaw":
         result = solve_jigsaw(victim.test_ciphertexts, int(cfg.cipher.block_size))
         outcome = AttackOutcome(result.restored, estimate=result)
@@ -350,7 +374,8 @@ def victim_key_for_scoring(cfg: DictConfig, key_source: dict[str, Any]) -> Ciphe
 
 
 def key_recovery(
-    estimate: JigsawResult | KPAResult | LEKPAResult | None, key: CipherKey | None
+    estimate: JigsawResult | EtCJigsawResult | KPAResult | LEKPAResult | None,
+    key: CipherKey | None,
 ) -> dict[str, Any]:
     """How much of the victim key the attack's estimate got right (researcher side)."""
     if estimate is None or key is None:
@@ -359,13 +384,21 @@ def key_recovery(
         truth_blocks, truth_pixels = key["block_perm"], key["pixel_perm"]
         direct = [direct_accuracy(perm, truth_blocks) for perm in estimate.block_perms]
         neighbour = [neighbour_accuracy(perm, truth_blocks) for perm in estimate.block_perms]
+        component = [largest_component(perm, truth_blocks) for perm in estimate.block_perms]
         return {
             "pixel_perm_exact": bool(np.array_equal(estimate.pixel_perm, truth_pixels)),
             "pixel_perm_fraction": float(np.mean(estimate.pixel_perm == truth_pixels)),
             "pixel_perm_symmetry": symmetry_between(estimate.pixel_perm, truth_pixels),
             "block_direct_mean": float(np.mean(direct)),
             "block_neighbour_mean": float(np.mean(neighbour)),
+            "block_largest_component_mean": float(np.mean(component)),
             "images_all_blocks_right": float(np.mean(np.asarray(direct) == 1.0)),
+        }
+    if isinstance(estimate, EtCJigsawResult):
+        scores = [placement_scores(p, key["block_perm"]) for p in estimate.block_positions]
+        return {
+            f"block_{name}_mean_best_orientation": float(np.mean([s[name] for s in scores]))
+            for name in ("direct", "neighbour", "largest_component")
         }
     if isinstance(estimate, LEKPAResult):
         return {
