@@ -4,7 +4,8 @@ Reads every ``metrics.json`` under the given run roots (written by ``vitlearnenc
 groups runs by (dataset, cipher, network, adaptation network), and writes
 
 - ``table.md`` / ``table.csv``: mean ± std of test accuracy over seeds, the number of runs,
-  the paper's number for the matching Table I row and the difference;
+  the paper's number for the matching Table I row and the difference, and (with
+  ``--attacks``) the strongest ciphertext-only attack on the cipher with its mean SSIM;
 - ``accuracy.png``: accuracy per method and network;
 - ``privacy_utility.png`` (with ``--attacks``): accuracy against the best attack's mean SSIM
   per cipher — the privacy/utility picture.
@@ -18,7 +19,6 @@ import argparse
 import csv
 import json
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,9 +112,14 @@ def gaps(rows: list[Row]) -> dict[tuple[str, str], float]:
     }
 
 
-def write_table(rows: list[Row], out: Path) -> None:
-    """``table.md`` and ``table.csv`` in the paper's layout."""
+def write_table(
+    rows: list[Row], out: Path, attacks: dict[str, tuple[float, str]] | None = None
+) -> None:
+    """``table.md`` and ``table.csv`` in the paper's layout; ``attacks`` (cipher -> best mean
+    SSIM and the attack) adds a column."""
     header = ["data", "encryption", "network", "accuracy (%)", "runs", "paper (%)", "ours - paper"]
+    if attacks is not None:
+        header.append("best attack SSIM (32 px)")
     records = []
     for row in rows:
         paper = row.paper()
@@ -132,6 +137,9 @@ def write_table(rows: list[Row], out: Path) -> None:
                 "—" if paper is None else f"{row.mean - paper:+.2f}",
             ]
         )
+        if attacks is not None:
+            best = attacks.get(row.cipher)
+            records[-1].append("—" if best is None else f"{best[0]:.3f} ({best[1]})")
     out.mkdir(parents=True, exist_ok=True)
     with (out / "table.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([header, *records])
@@ -163,11 +171,11 @@ def plot_accuracy(rows: list[Row], out: Path) -> Path:
     return path
 
 
-def read_attack_ssim(path: Path, image_size: int = 32) -> dict[str, float]:
-    """Best (highest) mean SSIM of any ciphertext-only attack per cipher from an attack
-    ``table.csv`` (columns ``cipher``, ``attack``, ``ssim_mean``, optionally ``image_size``);
-    reference rows and the known-plaintext attack are ignored."""
-    best: dict[str, float] = defaultdict(float)
+def read_attack_ssim(path: Path, image_size: int = 32) -> dict[str, tuple[float, str]]:
+    """Best (highest) mean SSIM of any ciphertext-only attack per cipher, with that attack's
+    name, from an attack ``table.csv`` (columns ``cipher``, ``attack``, ``ssim_mean``,
+    optionally ``image_size``); reference rows and the known-plaintext attack are ignored."""
+    best: dict[str, tuple[float, str]] = {}
     with path.open() as handle:
         for record in csv.DictReader(handle):
             attack = record.get("attack", "")
@@ -175,19 +183,20 @@ def read_attack_ssim(path: Path, image_size: int = 32) -> dict[str, float]:
                 continue
             if record.get("image_size") and int(record["image_size"]) != image_size:
                 continue
-            best[record["cipher"]] = max(best[record["cipher"]], float(record["ssim_mean"]))
-    return dict(best)
+            score = float(record["ssim_mean"])
+            if score > best.get(record["cipher"], (-1.0, ""))[0]:
+                best[record["cipher"]] = (score, attack)
+    return best
 
 
-def plot_privacy_utility(rows: list[Row], ssim: dict[str, float], out: Path) -> Path:
+def plot_privacy_utility(rows: list[Row], attacks: dict[str, tuple[float, str]], out: Path) -> Path:
     """Accuracy against the strongest attack's SSIM: top-left is private and useful."""
     fig, axis = plt.subplots(figsize=(5, 4))
     for row in rows:
-        if row.cipher in ssim:
-            axis.scatter(
-                ssim[row.cipher], row.mean, marker="o" if row.family.startswith("vit") else "s"
-            )
-            axis.annotate(f"{row.cipher} ({row.family})", (ssim[row.cipher], row.mean), fontsize=7)
+        if row.cipher in attacks:
+            ssim = attacks[row.cipher][0]
+            axis.scatter(ssim, row.mean, marker="o" if row.family.startswith("vit") else "s")
+            axis.annotate(f"{row.cipher} ({row.family})", (ssim, row.mean), fontsize=7)
     axis.set_xlabel("best attack mean SSIM (lower = more private)")
     axis.set_ylabel("test accuracy (%)")
     axis.grid(alpha=0.3)
@@ -211,10 +220,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = collect(args.roots)
     if not rows:
         raise SystemExit(f"no finished runs (metrics.json with test/acc) under {args.roots}")
-    write_table(rows, args.out)
+    attacks = read_attack_ssim(args.attacks) if args.attacks and args.attacks.exists() else None
+    write_table(rows, args.out, attacks)
     plot_accuracy(rows, args.out)
-    if args.attacks and args.attacks.exists():
-        plot_privacy_utility(rows, read_attack_ssim(args.attacks), args.out)
+    if attacks is not None:
+        plot_privacy_utility(rows, attacks, args.out)
     print((args.out / "table.md").read_text())
 
 

@@ -67,6 +67,9 @@ def test_table_and_plots(sweep: Path, tmp_path: Path) -> None:
     plain = next(r for r in records if r["encryption"] == "plain")
     assert float(plain["accuracy (%)"].split(" ± ")[0]) == pytest.approx(expected, abs=0.01)
     assert plain["runs"] == "2"
+    proposed = next(r for r in records if r["encryption"] == "proposed")
+    assert proposed["best attack SSIM (32 px)"] == "0.600 (jigsaw)"  # strongest of fr / jigsaw
+    assert plain["best attack SSIM (32 px)"] == "—"  # reference rows are not attacks
     assert (out / "accuracy.png").stat().st_size > 0 and (
         out / "privacy_utility.png"
     ).stat().st_size > 0
