@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,20 @@ def load_runs() -> dict[str, dict[str, Any]]:
     }
 
 
-def cell(run: dict[str, Any] | None) -> str:
+def cell(run: dict[str, Any] | None, section_n: int | None = None) -> str:
+    """Mean SSIM (PSNR) of a run, with its image count where it differs from the section's."""
     if run is None:
         return "—"
     if not run.get("applicable", True):
         return "n/a"
-    return f"{run['ssim']['mean']:.3f} ({run['psnr']['mean']:.1f} dB)"
+    count = f" [{run['n']} images]" if section_n is not None and run["n"] != section_n else ""
+    return f"{run['ssim']['mean']:.3f} ({run['psnr']['mean']:.1f} dB){count}"
+
+
+def section_images(runs: dict[str, dict[str, Any]], size: int) -> int | None:
+    """The victim image count most runs of one image size used."""
+    counts = Counter(r["n"] for k, r in runs.items() if k.startswith(f"{size}px") and "n" in r)
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def budget_text(run: dict[str, Any]) -> str:
@@ -110,7 +119,8 @@ def table_section(
         "|---|" + "---|" * len(columns),
     ]
     for cipher in ciphers:
-        cells = [cell(runs.get(f"{size}px-{cipher}-{a}")) for a in columns]
+        section_n = section_images(runs, size)
+        cells = [cell(runs.get(f"{size}px-{cipher}-{a}"), section_n) for a in columns]
         lines.append(f"| {NAMES[cipher]} | " + " | ".join(cells) + " |")
     references = [
         f"{label}: {cell(runs.get(f'{size}px-proposed-{ref}'))}"
@@ -155,8 +165,7 @@ def budget_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
 
 def write_markdown(runs: dict[str, dict[str, Any]]) -> None:
     any_run = next(iter(runs.values()))
-    n32 = next((r["n"] for k, r in runs.items() if k.startswith("32px") and "n" in r), "?")
-    n224 = next((r["n"] for k, r in runs.items() if k.startswith("224px") and "n" in r), "?")
+    n32, n224 = section_images(runs, 32) or "?", section_images(runs, 224) or "?"
     lines = [
         "# Attack table (measured on the 2-core CPU host)",
         "",

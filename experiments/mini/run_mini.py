@@ -3,7 +3,9 @@ each a plain ``vitlearnenc-train`` call into ``experiments/results/mini/runs``.
 
 Resumable: a run whose ``metrics.json`` exists is skipped, and an interrupted run resumes from
 its ``last.ckpt`` (the run directory is a function of the config), so the sweep can span
-several sessions. Wall-clock time per run is appended to ``timings.jsonl``.
+several sessions. Wall-clock and CPU time per run are appended to ``timings.jsonl`` (CPU time of
+the run and its loader workers, all cores: unlike wall time it does not grow when the run
+waits for a core or is paused).
 
     python -m experiments.mini.run_mini --data ../shared/data/cifar10-jpeg.tar.gz [--only vit]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -49,6 +52,12 @@ def run_dir(experiment: str, cipher: str, seed: int) -> Path:
     return RESULTS / "runs" / "train" / "runs" / f"cifar10-{cipher}-{model}{suffix}-seed{seed}"
 
 
+def _children_cpu_seconds() -> float:
+    """User + system CPU seconds of all finished child processes (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             print(" ".join(command[1:]), flush=True)
             if args.dry_run:
                 continue
-            start = time.time()
+            start, cpu_start = time.time(), _children_cpu_seconds()
             subprocess.run(command, check=True)
             with (RESULTS / "timings.jsonl").open("a") as handle:
                 handle.write(
@@ -90,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                             "cipher": cipher,
                             "seed": seed,
                             "wall_s": round(time.time() - start, 1),
+                            "cpu_s": round(_children_cpu_seconds() - cpu_start, 1),
                             "command": "vitlearnenc-train " + " ".join(command[1:]),
                         }
                     )
