@@ -44,6 +44,20 @@ def test_multirun_basic_launcher(tmp_path: Path) -> None:
     summaries = sorted((tmp_path / "train" / "multiruns" / "two").glob("*/metrics.json"))
     ciphers = sorted(json.loads(p.read_text())["cipher"] for p in summaries)
     assert ciphers == ["plain", "proposed"]
+    # the override lists of these jobs are longer than 120 bytes: shortened, with a hash
+    names = [p.parent.name for p in summaries]
+    assert all(len(name.encode()) == 120 and name.startswith("cipher=") for name in names)
+
+
+def test_long_override_lists_get_short_unique_directory_names() -> None:
+    from vitlearnenc.utils.paths import short_dirname
+
+    assert short_dirname("cipher=plain,seed=0") == "cipher=plain,seed=0"
+    long_a, long_b = "x=" + "a" * 300, "x=" + "a" * 299 + "b"
+    assert len(short_dirname(long_a).encode()) == 120
+    assert short_dirname(long_a) != short_dirname(long_b)  # the hash covers the whole name
+    assert short_dirname(long_a) == short_dirname(long_a)  # deterministic: resumable
+    assert len(short_dirname("é" * 200).encode()) <= 120  # never splits a character
 
 
 @pytest.mark.slow

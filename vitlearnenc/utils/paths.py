@@ -6,18 +6,36 @@ the package is installed editable (``make install``), which keeps this path vali
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = PROJECT_ROOT / "conf"
+#: longest sweep sub-directory name kept verbatim (file systems allow 255 bytes per name)
+MAX_DIRNAME_BYTES = 120
+
+
+def short_dirname(name: str) -> str:
+    """``name`` when it fits :data:`MAX_DIRNAME_BYTES`, else its start plus a hash of the whole:
+    a sweep over many overrides still gets a unique directory name that the same overrides
+    find again (resume), where Hydra's ``override_dirname`` alone can exceed 255 bytes."""
+    encoded = name.encode()
+    if len(encoded) <= MAX_DIRNAME_BYTES:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:12]
+    start = encoded[: MAX_DIRNAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{start}-{digest}"
 
 
 def register_resolvers() -> None:
-    """Register ``${vitlearnenc.project_root:}`` for the configs (idempotent)."""
+    """Register ``${vitlearnenc.project_root:}`` and ``${vitlearnenc.short_dirname:NAME}`` for
+    the configs (idempotent)."""
     if not OmegaConf.has_resolver("vitlearnenc.project_root"):
         OmegaConf.register_new_resolver("vitlearnenc.project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("vitlearnenc.short_dirname"):
+        OmegaConf.register_new_resolver("vitlearnenc.short_dirname", short_dirname)
 
 
 def check_conf_dir() -> Path:
