@@ -8,6 +8,7 @@ the run and its loader workers, all cores: unlike wall time it does not grow whe
 waits for a core or is paused).
 
     python -m experiments.mini.run_mini --data ../shared/data/cifar10-jpeg.tar.gz [--only vit]
+        [--minutes 150]   # start no run that would not finish within 150 minutes from now
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _expected_run_seconds(default: float = 20 * 60) -> float:
+    """Wall time of the slowest run in ``timings.jsonl``, or ``default`` before the first."""
+    path = RESULTS / "timings.jsonl"
+    if not path.exists():
+        return default
+    times = [json.loads(line)["wall_s"] for line in path.read_text().splitlines() if line.strip()]
+    return max(times, default=default)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,7 +75,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="CIFAR-10 archive or folder of class folders")
     parser.add_argument("--only", default="", help="run only experiments containing this text")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        help="time available: start a run only if it should finish in time (expected duration: "
+        "the slowest finished run, else 20 minutes), so that a session ends between runs",
+    )
     args = parser.parse_args(argv)
+    deadline = None if args.minutes is None else time.time() + 60 * args.minutes
     train = str(Path(sys.executable).parent / "vitlearnenc-train")
     for experiment, cipher, seeds in RUNS:
         if args.only not in experiment:
@@ -86,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"paths.log_dir={RESULTS / 'runs'}",
                 "callbacks.progress_bar=null",
             ]
+            if deadline is not None and time.time() + _expected_run_seconds() > deadline:
+                print(f"stopping: {target.name} would not finish in the time given", flush=True)
+                return
             print(" ".join(command[1:]), flush=True)
             if args.dry_run:
                 continue
