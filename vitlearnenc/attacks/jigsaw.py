@@ -460,6 +460,19 @@ def direct_accuracy(estimate: np.ndarray, true_block_perm: np.ndarray) -> float:
     return float(np.mean(estimate == truth))
 
 
+def _placement_inputs(
+    estimate: np.ndarray, true_block_perm: np.ndarray, grid: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """The arrays and the grid of a placement score, checked against each other."""
+    estimate, truth = np.asarray(estimate), np.asarray(true_block_perm)
+    if estimate.shape != truth.shape:
+        raise ValueError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
+    grid_h, grid_w = grid or _square_grid(truth.size)
+    if grid_h * grid_w != truth.size:
+        raise ValueError(f"a {grid_h}x{grid_w} grid does not hold {truth.size} blocks")
+    return estimate, truth, (grid_h, grid_w)
+
+
 def neighbour_accuracy(
     estimate: np.ndarray, true_block_perm: np.ndarray, grid: tuple[int, int] | None = None
 ) -> float:
@@ -472,12 +485,7 @@ def neighbour_accuracy(
         true_block_perm: the key's ``block_perm``.
         grid: (rows, cols) of the block grid; default square.
     """
-    estimate, truth = np.asarray(estimate), np.asarray(true_block_perm)
-    if estimate.shape != truth.shape:
-        raise ValueError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
-    grid_h, grid_w = grid or _square_grid(truth.size)
-    if grid_h * grid_w != truth.size:
-        raise ValueError(f"a {grid_h}x{grid_w} grid does not hold {truth.size} blocks")
+    estimate, truth, (grid_h, grid_w) = _placement_inputs(estimate, true_block_perm, grid)
     piece_at = np.argsort(truth)  # encrypted block sitting at each true position
     positions = np.arange(truth.size).reshape(grid_h, grid_w)
     correct, total = 0, 0
@@ -506,12 +514,7 @@ def largest_component(
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    estimate, truth = np.asarray(estimate), np.asarray(true_block_perm)
-    if estimate.shape != truth.shape:
-        raise ValueError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
-    grid_h, grid_w = grid or _square_grid(truth.size)
-    if grid_h * grid_w != truth.size:
-        raise ValueError(f"a {grid_h}x{grid_w} grid does not hold {truth.size} blocks")
+    estimate, truth, (grid_h, grid_w) = _placement_inputs(estimate, true_block_perm, grid)
     piece_at_placed = np.argsort(estimate)  # encrypted block placed at each canvas position
     canvas = np.arange(truth.size).reshape(grid_h, grid_w)
     first, second = [], []
