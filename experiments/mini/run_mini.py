@@ -83,9 +83,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     deadline = None if args.minutes is None else time.time() + 60 * args.minutes
+    failed = run_sweep(Path(args.data), args.only, args.dry_run, deadline)
+    if failed:
+        raise SystemExit(f"failed runs (see their train.log): {', '.join(failed)}")
+
+
+def run_sweep(data: Path, only: str, dry_run: bool, deadline: float | None) -> list[str]:
+    """Run every unfinished run in order until ``deadline``; returns the runs that failed."""
     train = str(Path(sys.executable).parent / "vitlearnenc-train")
+    failed: list[str] = []
     for experiment, cipher, seeds in RUNS:
-        if args.only not in experiment:
+        if only not in experiment:
             continue
         for seed in seeds:
             target = run_dir(experiment, cipher, seed)
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                 train,
                 f"experiment={experiment}",
                 "data=cifar10_folder",
-                f"data.root={Path(args.data).resolve()}",
+                f"data.root={data.resolve()}",
                 f"cipher={cipher}",
                 "key=seed",
                 f"key.seed={seed}",
@@ -105,12 +113,14 @@ def main(argv: list[str] | None = None) -> None:
             ]
             if deadline is not None and time.time() + _expected_run_seconds() > deadline:
                 print(f"stopping: {target.name} would not finish in the time given", flush=True)
-                return
+                return failed
             print(" ".join(command[1:]), flush=True)
-            if args.dry_run:
+            if dry_run:
                 continue
             start, cpu_start = time.time(), _children_cpu_seconds()
-            subprocess.run(command, check=True)
+            if subprocess.run(command).returncode != 0:  # go on with the other runs
+                failed.append(target.name)
+                continue
             with (RESULTS / "timings.jsonl").open("a") as handle:
                 handle.write(
                     json.dumps(
@@ -125,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     + "\n"
                 )
+    return failed
 
 
 if __name__ == "__main__":

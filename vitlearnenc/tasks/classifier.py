@@ -67,8 +67,10 @@ class ClassifierModule(L.LightningModule):
     def configure_model(self) -> None:
         """Switch the memory format, then compile the inner network in place (keeps checkpoint
         keys free of ``_orig_mod.``)."""
-        if self.hparams.channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        if self.hparams.channels_last:  # convolutions only: other layers may hold 5-D weights
+            for module in self.net.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
         if self.hparams.compile and not getattr(self, "_compiled", False):
             self.net.compile()
             self._compiled = True
