@@ -37,7 +37,8 @@ PAPER: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("plain", "cnn"): (96.70, 83.59),
     ("plain", "vit"): (99.11, 92.48),
 }
-PAPER_NETWORK = {"vit": "ViT-B/16", "cnn": "ShakeDrop / ResNet-18 (PE)"}
+#: the network of the paper's row: ViT-B/16, PyramidNet-ShakeDrop, ResNet-18 for PE
+PAPER_NETWORK = {"vit": "ViT-B/16", "cnn": "ShakeDrop", "pe": "ResNet-18"}
 METHOD_ORDER = ["plain", "proposed", "le", "ele", "etc", "pe", "none"]
 
 
@@ -51,6 +52,12 @@ class Row:
     adapt: str | None
     accuracies: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+
+    @property
+    def paper_network(self) -> str:
+        """The network of the paper's matching row."""
+        base = self.family.split("+")[0]
+        return PAPER_NETWORK["pe"] if base == "cnn" and self.cipher == "pe" else PAPER_NETWORK[base]
 
     @property
     def family(self) -> str:
@@ -131,9 +138,7 @@ def write_table(
                 network,
                 f"{row.mean:.2f} ± {row.std:.2f}" if len(row.accuracies) > 1 else f"{row.mean:.2f}",
                 str(len(row.accuracies)),
-                "—"
-                if paper is None
-                else f"{paper:.2f} ({PAPER_NETWORK[row.family.split('+')[0]]})",
+                "—" if paper is None else f"{paper:.2f} ({row.paper_network})",
                 "—" if paper is None else f"{row.mean - paper:+.2f}",
             ]
         )

@@ -82,3 +82,5 @@ def test_paper_numbers_for_matching_rows() -> None:
     assert row.paper() == 96.64
     assert Row("cifar100", "le", "resnet20_cifar", "le", [50.0]).paper() == 75.48
     assert Row("cifar10", "le", "vit_mini", None, [50.0]).paper() is None
+    assert Row("cifar10", "pe", "resnet20_cifar", None, [50.0]).paper_network == "ResNet-18"
+    assert Row("cifar10", "etc", "resnet20_cifar", None, [50.0]).paper_network == "ShakeDrop"
