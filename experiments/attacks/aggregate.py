@@ -1,9 +1,12 @@
 """Build the attack table and the Fig. 4-style figures from the runs of ``sweep.py``.
 
 Reads ``experiments/results/attacks/runs/*.json`` (one ``metrics.json`` per run) and writes
-``table.md`` and ``table.csv`` next to them; reads the runs' ``samples.pt`` from the sweep's
-log directory for ``grid_32.png`` (one row per cipher: plain, ciphertext, every attack's
-restoration with its SSIM) and ``grid_224.png`` (the proposed cipher, three images).
+``table.md`` and ``table.csv`` next to them; reads the runs' first images (``<row>.samples.pt``
+beside the JSON, else ``samples.pt`` in the sweep's log directory) for ``grid_32.png`` (one
+row per cipher: plain, ciphertext, every attack's restoration with its SSIM), ``grid_224.png``
+(the proposed cipher, three images) and ``grid_siagan_32.png`` (SIA-GAN per cipher and
+training budget). A figure some of whose runs have no images left is not rewritten, so that a
+table refresh never degrades a committed figure.
 
     python experiments/attacks/aggregate.py [--log-dir /tmp/vitlearnenc-attack-logs] [--image 0]
 """
@@ -36,11 +39,19 @@ COLUMNS = {
 }
 
 
-def load_runs() -> dict[str, dict[str, Any]]:
+def load_runs(results: Path) -> dict[str, dict[str, Any]]:
     return {
         path.stem: json.loads(path.read_text())
-        for path in sorted((RESULTS / "runs").glob("*.json"))
+        for path in sorted((results / "runs").glob("*.json"))
     }
+
+
+def samples_path(results: Path, log_dir: Path, row: str) -> Path | None:
+    """Where a run's first images are kept: beside its JSON, else in its log directory."""
+    for path in (results / "runs" / f"{row}.samples.pt", log_dir / row / "samples.pt"):
+        if path.exists():
+            return path
+    return None
 
 
 def cell(run: dict[str, Any] | None, section_n: int | None = None) -> str:
@@ -77,13 +88,13 @@ def budget_text(run: dict[str, Any]) -> str:
     )
 
 
-def write_csv(runs: dict[str, dict[str, Any]]) -> None:
+def write_csv(runs: dict[str, dict[str, Any]], results: Path) -> None:
     fields = [
         "row", "image_size", "block_size", "cipher", "attack", "applicable", "n",
         "ssim_mean", "ssim_std", "ssim_median", "psnr_mean", "psnr_std", "psnr_median",
         "ssim_gaussian_mean", "seconds", "budget", "key_recovery", "reason",
     ]  # fmt: skip
-    with (RESULTS / "table.csv").open("w", newline="") as handle:
+    with (results / "table.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for row, run in runs.items():
@@ -163,7 +174,27 @@ def budget_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def write_markdown(runs: dict[str, dict[str, Any]]) -> None:
+def budget_study_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """SIA-GAN's mean SSIM per cipher at every training budget that was run (untagged cell
+    and its tagged extra runs), fewest iterations first."""
+    lines = []
+    for cipher in CIPHERS:
+        points = sorted(
+            (run["budget"]["iterations"], run["ssim"]["mean"], run["psnr"]["mean"])
+            for row, run in runs.items()
+            if row.startswith(f"32px-{cipher}-gan")
+            and run["attack"] == "gan"
+            and run.get("applicable", True)
+        )
+        if len(points) > 1:
+            text = ", ".join(
+                f"{it} iterations {ssim:.3f} ({psnr:.1f} dB)" for it, ssim, psnr in points
+            )
+            lines.append(f"- {NAMES[cipher]}: {text}")
+    return lines
+
+
+def write_markdown(runs: dict[str, dict[str, Any]], results: Path) -> None:
     any_run = next(iter(runs.values()))
     n32, n224 = section_images(runs, 32) or "?", section_images(runs, 224) or "?"
     lines = [
@@ -186,6 +217,10 @@ def write_markdown(runs: dict[str, dict[str, Any]]) -> None:
         "",
         *table_section(runs, 224, ("proposed",)),
         "",
+        "## SIA-GAN against its training budget (32x32; the table's column: 500 iterations)",
+        "",
+        *budget_study_lines(runs),
+        "",
         "## Training budgets of the learned attacks",
         "",
         *budget_lines(runs),
@@ -195,52 +230,58 @@ def write_markdown(runs: dict[str, dict[str, Any]]) -> None:
         *key_recovery_lines(runs),
         "",
     ]
-    (RESULTS / "table.md").write_text("\n".join(lines))
+    (results / "table.md").write_text("\n".join(lines))
 
 
-def save_figure(
-    runs: dict[str, dict[str, Any]],
+def save_grid(
+    results: Path,
     log_dir: Path,
-    size: int,
-    ciphers: tuple[str, ...],
-    images: tuple[int, ...],
+    name: str,
+    rows: list[tuple[str, str, int]],
+    columns: list[tuple[str, str]],
+    runs: dict[str, dict[str, Any]],
 ) -> Path | None:
-    """One row per (cipher, image): plain, ciphertext, then every attack's restoration."""
-    attacks = [
-        a
-        for a in COLUMNS
-        if any((log_dir / f"{size}px-{c}-{a}" / "samples.pt").exists() for c in ciphers)
+    """A Fig. 4-style grid: per (label, cipher row prefix, image) a plain image, its ciphertext
+    and one restoration per ``(row suffix, header)`` column, SSIM under each.
+
+    Written only when every applicable run of the grid has its images, else None."""
+    cells: dict[tuple[str, str], Path | None] = {
+        (prefix, suffix): samples_path(results, log_dir, f"{prefix}-{suffix}")
+        for _, prefix, _ in rows
+        for suffix, _ in columns
+    }
+    missing = [
+        f"{prefix}-{suffix}"
+        for (prefix, suffix), path in cells.items()
+        if path is None and runs.get(f"{prefix}-{suffix}", {}).get("applicable") is True
     ]
-    rows = [
-        (cipher, image)
-        for cipher in ciphers
-        if (log_dir / f"{size}px-{cipher}-fr" / "samples.pt").exists()
-        for image in images
-    ]
-    if not rows:
+    if missing or not rows:
+        print(f"not writing {name}: no images kept for {', '.join(missing) or 'any row'}")
         return None
-    headers = ["plain", "encrypted", *[COLUMNS[a] for a in attacks]]
+    headers = ["plain", "encrypted", *[header for _, header in columns]]
     figure = Figure(
         figsize=(1.35 * len(headers), 1.45 * len(rows) + 0.3), dpi=110, layout="constrained"
     )
     axes = figure.subplots(len(rows), len(headers), squeeze=False)
-    for r, (cipher, image) in enumerate(rows):
-        base = torch.load(log_dir / f"{size}px-{cipher}-fr" / "samples.pt")
-        cells: list[tuple[torch.Tensor | None, str]] = [
+    for r, (label, prefix, image) in enumerate(rows):
+        # plain and encrypted images from the row's first run with images (all runs see the
+        # same victim images)
+        base = torch.load(next(p for (pre, _), p in cells.items() if pre == prefix and p))
+        pictures: list[tuple[torch.Tensor | None, str]] = [
             (base["plain"][image], ""),
             (base["encrypted"][image], ""),
         ]
-        for attack in attacks:
-            path = log_dir / f"{size}px-{cipher}-{attack}" / "samples.pt"
-            if path.exists():
+        for suffix, _ in columns:
+            path = cells[(prefix, suffix)]
+            if path is not None:
                 samples = torch.load(path)
-                cells.append(
+                pictures.append(
                     (samples["restored"][image], f"SSIM {float(samples['ssim'][image]):.3f}")
                 )
             else:
-                run = runs.get(f"{size}px-{cipher}-{attack}")
-                cells.append((None, "n/a" if run and not run.get("applicable", True) else "—"))
-        for c, (picture, label) in enumerate(cells):
+                run = runs.get(f"{prefix}-{suffix}")
+                pictures.append((None, "n/a" if run and not run.get("applicable", True) else "—"))
+        for c, (picture, text) in enumerate(pictures):
             axis = axes[r, c]
             if picture is not None:
                 axis.imshow(picture.permute(1, 2, 0).numpy(), interpolation="nearest")
@@ -248,33 +289,86 @@ def save_figure(
                 axis.set_frame_on(False)
             axis.set_xticks([])
             axis.set_yticks([])
-            axis.set_xlabel(label, fontsize=7)
+            axis.set_xlabel(text, fontsize=7)
             if r == 0:
                 axis.set_title(headers[c], fontsize=8)
             if c == 0:
-                name = NAMES[cipher] if len(images) == 1 else f"{NAMES[cipher]}, image {image}"
-                axis.set_ylabel(name, fontsize=9)
-    path = RESULTS / f"grid_{size}.png"
+                axis.set_ylabel(label, fontsize=9)
+    path = results / name
     FigureCanvasAgg(figure)
     figure.savefig(path, format="png")
     return path
 
 
-def main() -> None:
+def grids(
+    runs: dict[str, dict[str, Any]], results: Path, log_dir: Path, image: int
+) -> list[Path | None]:
+    """The three figures: every attack at 32 px, at 224 px, and SIA-GAN's budgets."""
+
+    def attack_columns(size: int, ciphers: tuple[str, ...]) -> list[tuple[str, str]]:
+        return [
+            (attack, header)
+            for attack, header in COLUMNS.items()
+            if any(f"{size}px-{cipher}-{attack}" in runs for cipher in ciphers)
+        ]
+
+    def cipher_rows(
+        size: int, ciphers: tuple[str, ...], images: tuple[int, ...], needs: str = "fr"
+    ) -> list[tuple[str, str, int]]:
+        """One row per (cipher with a ``needs`` run, image)."""
+        return [
+            (NAMES[c] if len(images) == 1 else f"{NAMES[c]}, image {i}", f"{size}px-{c}", i)
+            for c in ciphers
+            if f"{size}px-{c}-{needs}" in runs
+            for i in images
+        ]
+
+    tags = sorted(
+        {row.split("-gan-", 1)[1] for row in runs if "-gan-" in row and row.startswith("32px")},
+        key=lambda tag: int("".join(ch for ch in tag if ch.isdigit()) or 0),
+    )
+    table_iterations = sorted(
+        {
+            run["budget"]["iterations"]
+            for row, run in runs.items()
+            if row.startswith("32px-") and row.endswith("-gan") and run.get("applicable", True)
+        }
+    )
+    siagan_columns = [
+        ("gan", f"SIA-GAN, {'/'.join(map(str, table_iterations))} it"),
+        *[(f"gan-{tag}", f"SIA-GAN, {tag.replace('it', ' it')}") for tag in tags],
+    ]
+    return [
+        save_grid(
+            results, log_dir, "grid_32.png", cipher_rows(32, CIPHERS, (image,)),
+            attack_columns(32, CIPHERS), runs,
+        ),
+        save_grid(
+            results, log_dir, "grid_224.png", cipher_rows(224, ("proposed",), (0, 1, 2)),
+            attack_columns(224, ("proposed",)), runs,
+        ),
+        save_grid(
+            results, log_dir, "grid_siagan_32.png",
+            cipher_rows(32, CIPHERS, (image, image + 1), "gan"), siagan_columns, runs,
+        ),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log-dir", type=Path, default=Path("/tmp/vitlearnenc-attack-logs"))
     parser.add_argument(
         "--image", type=int, default=0, help="which victim image the 32-px figure shows"
     )
-    args = parser.parse_args()
-    runs = load_runs()
-    write_csv(runs)
-    write_markdown(runs)
-    for size, ciphers, images in ((32, CIPHERS, (args.image,)), (224, ("proposed",), (0, 1, 2))):
-        path = save_figure(runs, args.log_dir, size, ciphers, images)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="runs/ and the outputs")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.results)
+    write_csv(runs, args.results)
+    write_markdown(runs, args.results)
+    for path in grids(runs, args.results, args.log_dir, args.image):
         if path is not None:
             print(f"wrote {path}")
-    print(f"wrote {RESULTS / 'table.md'} and {RESULTS / 'table.csv'} ({len(runs)} runs)")
+    print(f"wrote {args.results / 'table.md'} and {args.results / 'table.csv'} ({len(runs)} runs)")
 
 
 if __name__ == "__main__":

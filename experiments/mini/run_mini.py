@@ -59,13 +59,16 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _expected_run_seconds(default: float = 20 * 60) -> float:
-    """Wall time of the slowest run in ``timings.jsonl``, or ``default`` before the first."""
+def _expected_run_seconds(experiment: str, default: float = 20 * 60) -> float:
+    """Expected wall time of the next ``experiment`` run: the slowest of its latest three runs
+    in ``timings.jsonl`` (recent runs, so that one run slowed by a paused box does not hold the
+    whole sweep back), else the slowest run of any experiment, else ``default``."""
     path = RESULTS / "timings.jsonl"
     if not path.exists():
         return default
-    times = [json.loads(line)["wall_s"] for line in path.read_text().splitlines() if line.strip()]
-    return max(times, default=default)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    same = [row["wall_s"] for row in rows if row["experiment"] == experiment][-3:]
+    return max(same or [row["wall_s"] for row in rows] or [default])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         "--minutes",
         type=float,
         help="time available: start a run only if it should finish in time (expected duration: "
-        "the slowest finished run, else 20 minutes), so that a session ends between runs",
+        "the slowest of the experiment's latest three runs, else 20 minutes), so that a session ends between runs",
     )
     args = parser.parse_args(argv)
     deadline = None if args.minutes is None else time.time() + 60 * args.minutes
@@ -111,7 +114,7 @@ def run_sweep(data: Path, only: str, dry_run: bool, deadline: float | None) -> l
                 f"paths.log_dir={RESULTS / 'runs'}",
                 "callbacks.progress_bar=null",
             ]
-            if deadline is not None and time.time() + _expected_run_seconds() > deadline:
+            if deadline is not None and time.time() + _expected_run_seconds(experiment) > deadline:
                 print(f"stopping: {target.name} would not finish in the time given", flush=True)
                 return failed
             print(" ".join(command[1:]), flush=True)
