@@ -23,15 +23,19 @@ import argparse
 import copy
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from experiments.benchmarks.common import machine_info, write_results
-from vitlearnenc.data import SyntheticDataModule
+from experiments.benchmarks.common import (
+    interleaved_step_times,
+    machine_info,
+    synthetic_pipeline,
+    timed_training_step,
+    write_results,
+)
 from vitlearnenc.models import build_classifier
 
 #: (model, image size, patch / block size) per device: small models on CPU, the paper's on GPU
@@ -79,63 +83,28 @@ def _variants(base: nn.Module, device: torch.device) -> dict[str, Variant]:
     return variants
 
 
-def _stepper(
-    variant: Variant, datamodule: SyntheticDataModule, images: torch.Tensor, labels: torch.Tensor
-) -> Callable[[], float]:
-    """One timed training step of the variant as a closure returning seconds."""
-    device = images.device
-    model = variant.model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        inputs = datamodule.transform_batch(images, train=True)
-        if variant.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.bf16):
-            loss = nn.functional.cross_entropy(model(inputs), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    return step
-
-
 def switch_rows(
     name: str, image_size: int, patch: int, batch: int, repeats: int, device: torch.device
 ) -> list[dict[str, Any]]:
     """Median step time of every variant of one model, measured interleaved."""
     torch.manual_seed(0)
-    datamodule = SyntheticDataModule(
-        num_train=batch,
-        num_test=batch,
-        native_size=32,
-        image_size=image_size,
-        block_size=patch,
-        batch_size=batch,
-        num_workers=0,
-        cipher="proposed",
-        key_seed=0,
-    )
-    datamodule.setup("fit")
+    datamodule = synthetic_pipeline("proposed", image_size, patch, batch)
     images = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)
     steps = {
-        label: _stepper(variant, datamodule, images, labels)
+        label: timed_training_step(
+            variant.model,
+            torch.optim.SGD(variant.model.parameters(), lr=0.01, momentum=0.9),
+            datamodule,
+            images,
+            labels,
+            bf16=variant.bf16,
+            channels_last=variant.channels_last,
+        )
         for label, variant in _variants(_build(name, image_size, patch), device).items()
     }
     first_step_s = {variant: step() for variant, step in steps.items()}  # compiles, warms caches
-    for step in steps.values():
-        step()
-    times: dict[str, list[float]] = {variant: [] for variant in steps}
-    for _ in range(repeats):
-        for variant, step in steps.items():
-            times[variant].append(step())
+    times = interleaved_step_times(steps, repeats)
     baseline = statistics.median(times["fp32"])
     rows = []
     for variant, samples in times.items():

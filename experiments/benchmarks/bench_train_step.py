@@ -18,61 +18,40 @@ from typing import Any
 
 import torch
 
-from experiments.benchmarks.common import machine_info, write_results
+from experiments.benchmarks.common import (
+    interleaved_step_times,
+    machine_info,
+    synthetic_pipeline,
+    timed_training_step,
+    write_results,
+)
 from vitlearnenc.data import SyntheticDataModule
 from vitlearnenc.models import build_classifier
-
-
-def _pipelines(image_size: int, block_size: int, batch: int) -> dict[str, SyntheticDataModule]:
-    common = dict(
-        num_train=batch,
-        num_test=batch,
-        native_size=32,
-        image_size=image_size,
-        block_size=block_size,
-        batch_size=batch,
-        num_workers=0,
-    )
-    return {
-        "plain": SyntheticDataModule(cipher="plain", **common),
-        "proposed": SyntheticDataModule(cipher="proposed", key_seed=0, **common),
-    }
 
 
 def step_ratio(
     model_name: str, image_size: int, patch: int, batch: int, repeats: int, device: torch.device
 ) -> dict[str, Any]:
-    """Median step time per pipeline, measured interleaved, and the encrypted/plain ratio."""
+    """Median step time per pipeline, measured interleaved, and the encrypted/plain ratio.
+
+    Both pipelines step the same model and optimiser, so they differ in the pipeline alone."""
     model = build_classifier(model_name, num_classes=10, img_size=image_size, patch_size=patch).to(
         device
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    pipelines = _pipelines(image_size, patch, batch)
-    for dm in pipelines.values():
-        dm.setup("fit")
+    pipelines = {
+        cipher: synthetic_pipeline(cipher, image_size, patch, batch)
+        for cipher in ("plain", "proposed")
+    }
     images = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)
-    sync = device.type == "cuda"
-
-    def step(dm: SyntheticDataModule) -> float:
-        if sync:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        inputs = dm.transform_batch(images, train=True)
-        loss = torch.nn.functional.cross_entropy(model(inputs), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if sync:
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    for dm in pipelines.values():  # warm-up: allocator, index caches
-        step(dm)
-    times: dict[str, list[float]] = {name: [] for name in pipelines}
-    for _ in range(repeats):
-        for name, dm in pipelines.items():
-            times[name].append(step(dm))
+    times = interleaved_step_times(
+        {
+            name: timed_training_step(model, optimizer, dm, images, labels)
+            for name, dm in pipelines.items()
+        },
+        repeats,
+    )
     plain, enc = statistics.median(times["plain"]), statistics.median(times["proposed"])
     # the encryption alone, for reference
     cipher = pipelines["proposed"].cipher

@@ -1,5 +1,5 @@
-"""Timing helpers shared by the benchmarks: best-of-N wall time (alone or interleaved), machine
-description, JSON output."""
+"""Timing helpers shared by the benchmarks: best-of-N wall time (alone or interleaved), timed
+training steps on a synthetic pipeline, machine description, JSON output."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from vitlearnenc.data import SyntheticDataModule
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results" / "bench"
 
@@ -60,6 +63,72 @@ def interleaved_best_times(
                 torch.cuda.synchronize()
             best[name] = min(best[name], clock() - start)
     return best
+
+
+def synthetic_pipeline(
+    cipher: str, image_size: int, block_size: int, batch: int
+) -> SyntheticDataModule:
+    """A set-up DataModule whose ``transform_batch`` is the training pipeline (augment, resize,
+    encrypt with a fixed test key, normalise) for 32x32 uint8 batches of ``batch`` images."""
+    datamodule = SyntheticDataModule(
+        num_train=batch,
+        num_test=batch,
+        native_size=32,
+        image_size=image_size,
+        block_size=block_size,
+        batch_size=batch,
+        num_workers=0,
+        cipher=cipher,
+        **({} if cipher == "plain" else {"key_seed": 0}),
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+def timed_training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    datamodule: SyntheticDataModule,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> Callable[[], float]:
+    """A closure running one whole training step (pipeline, forward, backward, optimiser step)
+    on ``images`` and returning its wall seconds (CUDA work synchronised at both ends)."""
+    device = images.device
+
+    def step() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        inputs = datamodule.transform_batch(images, train=True)
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = nn.functional.cross_entropy(model(inputs), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    return step
+
+
+def interleaved_step_times(
+    steps: Mapping[str, Callable[[], float]], repeats: int
+) -> dict[str, list[float]]:
+    """Seconds of every self-timing step over ``repeats`` round-robin rounds (after one warm-up
+    round: allocator, index caches), so that machine load hits all of them alike."""
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            times[name].append(step())
+    return times
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from experiments.benchmarks import bench_switches
+from experiments.benchmarks.bench_train_step import step_ratio
 from experiments.benchmarks.common import machine_info, write_results
 from experiments.benchmarks.run_all import summarize
 
@@ -26,3 +28,10 @@ def test_switch_benchmark_times_every_switch_and_is_summarised(tmp_path: Path) -
     assert "## Speed switches (switches_cpu.json" in summary
     assert summary.count("| vit_micro | 32 | 8 |") == 5
     assert "not measured (pinned memory needs a CUDA device)" in summary
+
+
+def test_step_ratio_times_both_pipelines_on_one_model() -> None:
+    row = step_ratio("vit_micro", 32, 4, batch=8, repeats=2, device=torch.device("cpu"))
+    assert row["plain_step_ms"] > 0 and row["encrypted_step_ms"] > 0
+    assert row["ratio"] == pytest.approx(row["encrypted_step_ms"] / row["plain_step_ms"])
+    assert row["train_images_per_s"] == pytest.approx(8e3 / row["plain_step_ms"])
