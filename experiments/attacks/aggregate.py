@@ -186,21 +186,39 @@ def table_gan_iterations(runs: dict[str, dict[str, Any]]) -> str:
     return "/".join(map(str, iterations)) or "?"
 
 
+def gan_variant(run: dict[str, Any]) -> tuple[int, bool]:
+    """A SIA-GAN run's (training iterations, shared adaptation conv)."""
+    budget = run["budget"]
+    return budget["iterations"], bool(budget.get("generator", {}).get("shared_adaptation"))
+
+
+def gan_variant_text(run: dict[str, Any]) -> str:
+    iterations, shared = gan_variant(run)
+    return f"{'shared, ' if shared else ''}{iterations} it"
+
+
+def gan_runs(runs: dict[str, dict[str, Any]], cipher: str) -> list[tuple[str, dict[str, Any]]]:
+    """The 32-px SIA-GAN runs of one cipher (the table's cell and its tagged variants),
+    block-wise adaptation first, then by training iterations."""
+    found = [
+        (row, run)
+        for row, run in runs.items()
+        if row.startswith(f"32px-{cipher}-gan")
+        and run["attack"] == "gan"
+        and run.get("applicable", True)
+    ]
+    return sorted(found, key=lambda item: (gan_variant(item[1])[1], gan_variant(item[1])[0]))
+
+
 def budget_study_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """SIA-GAN's mean SSIM per cipher at every training budget that was run (untagged cell
-    and its tagged extra runs), fewest iterations first."""
+    """SIA-GAN's mean SSIM per cipher for every budget and adaptation variant that was run."""
     lines = []
     for cipher in CIPHERS:
-        points = sorted(
-            (run["budget"]["iterations"], run["ssim"]["mean"], run["psnr"]["mean"])
-            for row, run in runs.items()
-            if row.startswith(f"32px-{cipher}-gan")
-            and run["attack"] == "gan"
-            and run.get("applicable", True)
-        )
-        if len(points) > 1:
+        variants = gan_runs(runs, cipher)
+        if len(variants) > 1:
             text = ", ".join(
-                f"{it} iterations {ssim:.3f} ({psnr:.1f} dB)" for it, ssim, psnr in points
+                f"{gan_variant_text(run)} {run['ssim']['mean']:.3f} ({run['psnr']['mean']:.1f} dB)"
+                for _, run in variants
             )
             lines.append(f"- {NAMES[cipher]}: {text}")
     return lines
@@ -229,8 +247,11 @@ def write_markdown(runs: dict[str, dict[str, Any]], results: Path) -> None:
         "",
         *table_section(runs, 224, ("proposed",)),
         "",
-        "## SIA-GAN against its training budget (32x32; the table's column: "
-        f"{table_gan_iterations(runs)} iterations)",
+        "## SIA-GAN: training budget and adaptation network (32x32)",
+        "",
+        f"The table's column: {table_gan_iterations(runs)} iterations, one adaptation conv per "
+        "block position (block-wise, as in the SIA-GAN paper); `shared`: one conv for all "
+        "positions.",
         "",
         *budget_study_lines(runs),
         "",
@@ -336,13 +357,14 @@ def grids(
             for i in images
         ]
 
-    tags = sorted(
-        {row.split("-gan-", 1)[1] for row in runs if "-gan-" in row and row.startswith("32px")},
-        key=lambda tag: int("".join(ch for ch in tag if ch.isdigit()) or 0),
-    )
+    # one column per SIA-GAN variant that was run: block-wise first, then by iterations
+    variants: dict[str, dict[str, Any]] = {}
+    for cipher in CIPHERS:
+        for row, run in gan_runs(runs, cipher):
+            variants.setdefault(row.split("-", 2)[2], run)
     siagan_columns = [
-        ("gan", f"SIA-GAN, {table_gan_iterations(runs)} it"),
-        *[(f"gan-{tag}", f"SIA-GAN, {tag.replace('it', ' it')}") for tag in tags],
+        (suffix, f"SIA-GAN, {gan_variant_text(run)}")
+        for suffix, run in sorted(variants.items(), key=lambda item: gan_variant(item[1])[::-1])
     ]
     return [
         save_grid(

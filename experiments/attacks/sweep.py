@@ -68,6 +68,7 @@ SIAGAN_32 = [
     "attack.discriminator.width=0.125",
     "attack.classifier.name=resnet20_cifar",
 ]
+SHARED = "attack.generator.shared_adaptation=true"
 #: the deployed setting: proposed cipher at 224x224, block 16, 100 victim images
 AT_224 = ["img_size=224", "cipher.block_size=16", "attack.num_victim_images=100"]
 #: ITN at 224 on CPU, tiny: U-Net 8-128 channels (4 levels), 400 attacker images, 1 epoch
@@ -141,6 +142,12 @@ ROWS = [
     ),
     Row("gan", "le", overrides=[*SIAGAN_32, "attack.max_epochs=8"], tag="2000it"),
     Row("gan", "proposed", overrides=[*SIAGAN_32, "attack.max_epochs=4"], tag="1000it"),
+    # one adaptation conv for all block positions: the attacker's better choice where the
+    # cipher transforms every block alike (LE; the proposed cipher's pixel shuffle)
+    *[
+        Row("gan", c, overrides=[*SIAGAN_32, SHARED, "attack.max_epochs=2"], tag="shared")
+        for c in ("le", "proposed")
+    ],
 ]
 
 

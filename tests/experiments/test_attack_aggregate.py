@@ -52,6 +52,9 @@ def test_budget_study_and_figures_from_kept_images(tmp_path: Path) -> None:
     _write(runs, "32px-le-fr", _run("le", "fr", 0.05), with_images=True)
     _write(runs, "32px-le-gan", _run("le", "gan", 0.10, iterations=500), with_images=True)
     _write(runs, "32px-le-gan-2000it", _run("le", "gan", 0.30, 2000), with_images=True)
+    shared = _run("le", "gan", 0.50, 500)
+    shared["budget"]["generator"] = {"shared_adaptation": True}
+    _write(runs, "32px-le-gan-shared", shared, with_images=True)
     # a row without kept images: the 32-px grid must not be rewritten from half its cells
     _write(runs, "32px-proposed-fr", _run("proposed", "fr", 0.04), with_images=False)
 
@@ -60,7 +63,10 @@ def test_budget_study_and_figures_from_kept_images(tmp_path: Path) -> None:
     table = (tmp_path / "table.md").read_text()
     # the table's cell is the untagged run; the tagged run only appears in the budget study
     assert "| LE | 0.050 (10.5 dB) | 0.100 (11.0 dB) |" in table
-    assert "- LE: 500 iterations 0.100 (11.0 dB), 2000 iterations 0.300 (13.0 dB)" in table
+    assert (
+        "- LE: 500 it 0.100 (11.0 dB), 2000 it 0.300 (13.0 dB), shared, 500 it 0.500 (15.0 dB)"
+        in table
+    )
     assert not (tmp_path / "grid_32.png").exists()
     assert (tmp_path / "grid_siagan_32.png").stat().st_size > 0
 
