@@ -174,26 +174,15 @@ def budget_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def table_gan_iterations(runs: dict[str, dict[str, Any]]) -> str:
-    """The training iterations of the SIA-GAN runs in the 32-px table (``a/b`` if they differ)."""
-    iterations = sorted(
-        {
-            run["budget"]["iterations"]
-            for row, run in runs.items()
-            if row.startswith("32px-") and row.endswith("-gan") and run.get("applicable", True)
-        }
-    )
-    return "/".join(map(str, iterations)) or "?"
-
-
-def gan_variant(run: dict[str, Any]) -> tuple[int, bool]:
-    """A SIA-GAN run's (training iterations, shared adaptation conv)."""
+def gan_variant(run: dict[str, Any]) -> tuple[bool, int]:
+    """A SIA-GAN run's (shared adaptation conv, training iterations): also its sort key,
+    block-wise adaptation first, then by iterations."""
     budget = run["budget"]
-    return budget["iterations"], bool(budget.get("generator", {}).get("shared_adaptation"))
+    return bool(budget.get("generator", {}).get("shared_adaptation")), budget["iterations"]
 
 
 def gan_variant_text(run: dict[str, Any]) -> str:
-    iterations, shared = gan_variant(run)
+    shared, iterations = gan_variant(run)
     return f"{'shared, ' if shared else ''}{iterations} it"
 
 
@@ -207,7 +196,20 @@ def gan_runs(runs: dict[str, dict[str, Any]], cipher: str) -> list[tuple[str, di
         and run["attack"] == "gan"
         and run.get("applicable", True)
     ]
-    return sorted(found, key=lambda item: (gan_variant(item[1])[1], gan_variant(item[1])[0]))
+    return sorted(found, key=lambda item: gan_variant(item[1]))
+
+
+def table_gan_iterations(runs: dict[str, dict[str, Any]]) -> str:
+    """The training iterations of the SIA-GAN runs in the 32-px table (``a/b`` if they differ)."""
+    iterations = sorted(
+        {
+            gan_variant(run)[1]
+            for cipher in CIPHERS
+            for row, run in gan_runs(runs, cipher)
+            if row == f"32px-{cipher}-gan"
+        }
+    )
+    return "/".join(map(str, iterations)) or "?"
 
 
 def budget_study_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
@@ -287,7 +289,9 @@ def save_grid(
     missing = [
         f"{prefix}-{suffix}"
         for (prefix, suffix), path in cells.items()
-        if path is None and runs.get(f"{prefix}-{suffix}", {}).get("applicable") is True
+        if path is None
+        and f"{prefix}-{suffix}" in runs
+        and runs[f"{prefix}-{suffix}"].get("applicable", True)
     ]
     if missing or not rows:
         print(f"not writing {name}: no images kept for {', '.join(missing) or 'any row'}")
@@ -297,18 +301,18 @@ def save_grid(
         figsize=(1.35 * len(headers), 1.45 * len(rows) + 0.3), dpi=110, layout="constrained"
     )
     axes = figure.subplots(len(rows), len(headers), squeeze=False)
+    loaded = {cell: torch.load(path) for cell, path in cells.items() if path is not None}
     for r, (label, prefix, image) in enumerate(rows):
         # plain and encrypted images from the row's first run with images (all runs see the
         # same victim images)
-        base = torch.load(next(p for (pre, _), p in cells.items() if pre == prefix and p))
+        base = next(samples for (pre, _), samples in loaded.items() if pre == prefix)
         pictures: list[tuple[torch.Tensor | None, str]] = [
             (base["plain"][image], ""),
             (base["encrypted"][image], ""),
         ]
         for suffix, _ in columns:
-            path = cells[(prefix, suffix)]
-            if path is not None:
-                samples = torch.load(path)
+            samples = loaded.get((prefix, suffix))
+            if samples is not None:
                 pictures.append(
                     (samples["restored"][image], f"SSIM {float(samples['ssim'][image]):.3f}")
                 )
@@ -364,7 +368,7 @@ def grids(
             variants.setdefault(row.split("-", 2)[2], run)
     siagan_columns = [
         (suffix, f"SIA-GAN, {gan_variant_text(run)}")
-        for suffix, run in sorted(variants.items(), key=lambda item: gan_variant(item[1])[::-1])
+        for suffix, run in sorted(variants.items(), key=lambda item: gan_variant(item[1]))
     ]
     return [
         save_grid(

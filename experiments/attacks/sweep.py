@@ -88,8 +88,8 @@ ITN_224 = [
 @dataclass(frozen=True)
 class Row:
     """One run: an attack option on a cipher at an image size, with extra overrides; ``tag``
-    tells apart extra runs of the same cell (a training-budget study), which the table lists
-    beside the cell instead of in it."""
+    tells apart extra runs of the same cell (other training budgets or network variants), which
+    the table lists beside the cell instead of in it."""
 
     attack: str
     cipher: str

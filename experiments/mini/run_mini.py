@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         "--minutes",
         type=float,
         help="time available: start a run only if it should finish in time (expected duration: "
-        "the slowest of the experiment's latest three runs, else 20 minutes), so that a session ends between runs",
+        "the slowest of the experiment's latest three runs, else 20 minutes), so that a "
+        "session ends between runs",
     )
     args = parser.parse_args(argv)
     deadline = None if args.minutes is None else time.time() + 60 * args.minutes
