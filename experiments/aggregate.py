@@ -6,6 +6,8 @@ groups runs by (dataset, cipher, network, adaptation network), and writes
 - ``table.md`` / ``table.csv``: mean ± std of test accuracy over seeds, the number of runs,
   the paper's number for the matching Table I row and the difference, and (with
   ``--attacks``) the strongest ciphertext-only attack on the cipher with its mean SSIM;
+  below the table, the proposed-minus-plain gap per network (of the means, and paired by
+  seed);
 - ``accuracy.png``: accuracy per method and network;
 - ``privacy_utility.png`` (with ``--attacks``): accuracy against the best attack's mean SSIM
   per cipher — the privacy/utility picture.
@@ -109,11 +111,56 @@ def collect(roots: list[Path]) -> list[Row]:
     )
 
 
-def gaps(rows: list[Row]) -> dict[tuple[str, str], float]:
-    """Encrypted-minus-plain accuracy gap of the proposed cipher per (data, network)."""
-    plain = {(r.data, r.model): r.mean for r in rows if r.cipher == "plain" and not r.adapt}
+@dataclass(frozen=True)
+class Gap:
+    """Encrypted (proposed) minus plain accuracy on one (data, network).
+
+    Two readings, since the seeds may not all pair up while a sweep is under way: the
+    difference of the two rows' means, and the per-seed differences of runs that share a seed
+    (same weights init, data order and augmentation; only the key's effect differs), whose
+    spread says whether the gap stands out from seed noise.
+    """
+
+    plain: Row
+    proposed: Row
+
+    @property
+    def of_means(self) -> float:
+        return self.proposed.mean - self.plain.mean
+
+    @property
+    def per_seed(self) -> dict[int, float]:
+        plain = dict(zip(self.plain.seeds, self.plain.accuracies, strict=True))
+        return {
+            seed: accuracy - plain[seed]
+            for seed, accuracy in sorted(
+                zip(self.proposed.seeds, self.proposed.accuracies, strict=True)
+            )
+            if seed in plain
+        }
+
+    def describe(self) -> str:
+        """One Markdown line: the gap of the means and the paired per-seed gaps."""
+        line = (
+            f"Encrypted (proposed) minus plain, {self.plain.model} on {self.plain.data}: "
+            f"{self.of_means:+.2f} points (difference of the means of "
+            f"{len(self.proposed.accuracies)} proposed and {len(self.plain.accuracies)} plain runs)"
+        )
+        paired = list(self.per_seed.values())
+        if len(paired) > 1:
+            seeds = ", ".join(f"{s}: {g:+.2f}" for s, g in self.per_seed.items())
+            line += (
+                f"; per seed {seeds}; paired {statistics.fmean(paired):+.2f} ± "
+                f"{statistics.stdev(paired):.2f} over {len(paired)} seeds"
+            )
+        return line
+
+
+def gaps(rows: list[Row]) -> dict[tuple[str, str], Gap]:
+    """The proposed cipher's :class:`Gap` per (data, network) that has a plain row."""
+    plain = {(r.data, r.model): r for r in rows if r.cipher == "plain" and not r.adapt}
     return {
-        (r.data, r.model): r.mean - plain[(r.data, r.model)]
+        (r.data, r.model): Gap(plain[(r.data, r.model)], r)
         for r in rows
         if r.cipher == "proposed" and (r.data, r.model) in plain
     }
@@ -150,25 +197,41 @@ def write_table(
         csv.writer(handle).writerows([header, *records])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in records]
-    for (data, model), gap in sorted(gaps(rows).items()):
-        lines.append(f"\nEncrypted (proposed) minus plain, {model} on {data}: {gap:+.2f} points")
+    lines += ["\n" + gap.describe() for _, gap in sorted(gaps(rows).items())]
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
 def plot_accuracy(rows: list[Row], out: Path) -> Path:
-    """Bar chart of accuracy per method, one group of bars per network family."""
+    """Bar chart of accuracy per method, one colour per (dataset, network) with a legend.
+
+    Ticks carry the method and its run count; error bars (std over seeds) are drawn only
+    where there is more than one run, so a single run does not look like a zero-spread one.
+    """
     fig, axis = plt.subplots(figsize=(8, 3.5))
-    labels = [f"{r.cipher}{'*' if r.adapt else ''}\n{r.model}" for r in rows]
-    axis.bar(
-        range(len(rows)),
-        [r.mean for r in rows],
-        yerr=[r.std for r in rows],
+    groups = list(dict.fromkeys((r.data, r.model) for r in rows))
+    colours = plt.get_cmap("tab10")
+    for index, group in enumerate(groups):
+        members = [(i, r) for i, r in enumerate(rows) if (r.data, r.model) == group]
+        axis.bar(
+            [i for i, _ in members],
+            [r.mean for _, r in members],
+            color=colours(index % 10),
+            label=f"{group[1]} ({group[0]})",
+        )
+    spread = [(i, r) for i, r in enumerate(rows) if len(r.accuracies) > 1]
+    axis.errorbar(
+        [i for i, _ in spread],
+        [r.mean for _, r in spread],
+        yerr=[r.std for _, r in spread],
+        fmt="none",
+        ecolor="black",
         capsize=3,
-        color=["tab:blue" if r.family.startswith("vit") else "tab:orange" for r in rows],
     )
+    labels = [f"{r.cipher}{'*' if r.adapt else ''}\nn={len(r.accuracies)}" for r in rows]
     axis.set_xticks(range(len(rows)), labels, fontsize=7)
     axis.set_ylabel("test accuracy (%)")
     axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     path = out / "accuracy.png"
     fig.savefig(path, dpi=120)

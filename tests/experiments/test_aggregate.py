@@ -84,3 +84,20 @@ def test_paper_numbers_for_matching_rows() -> None:
     assert Row("cifar10", "le", "vit_mini", None, [50.0]).paper() is None
     assert Row("cifar10", "pe", "resnet20_cifar", None, [50.0]).paper_network == "ResNet-18"
     assert Row("cifar10", "etc", "resnet20_cifar", None, [50.0]).paper_network == "ShakeDrop"
+
+
+def test_gap_pairs_runs_by_seed() -> None:
+    from experiments.aggregate import Row, gaps
+
+    plain = Row("cifar10", "plain", "vit_mini", None, [50.0, 52.0, 60.0], [0, 1, 2])
+    proposed = Row("cifar10", "proposed", "vit_mini", None, [51.0, 50.0], [1, 0])
+    other = Row("cifar10", "proposed", "resnet20_cifar", None, [40.0], [0])  # no plain row
+    gap = gaps([plain, proposed, other])[("cifar10", "vit_mini")]
+    assert list(gaps([plain, proposed, other])) == [("cifar10", "vit_mini")]
+    assert gap.of_means == pytest.approx(50.5 - 54.0)
+    assert gap.per_seed == {0: 0.0, 1: -1.0}  # seed 2 has no proposed run to pair with
+    line = gap.describe()
+    assert "-3.50 points" in line and "2 proposed and 3 plain runs" in line
+    assert "per seed 0: +0.00, 1: -1.00; paired -0.50 ± 0.71 over 2 seeds" in line
+    single = gaps([plain, Row("cifar10", "proposed", "vit_mini", None, [55.0], [0])])
+    assert "paired" not in single[("cifar10", "vit_mini")].describe()  # one pair: no spread
