@@ -33,6 +33,25 @@ def best_time(
     return interleaved_best_times({"fn": fn}, repeats, warmup, sync, clock)["fn"]
 
 
+def interleaved_step_times(
+    steps: Mapping[str, Callable[[], float]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds of every self-timing step over ``repeats`` round-robin rounds, after ``warmup``
+    untimed calls of each (allocator, index caches).
+
+    Interleaving exposes every step to the same phases of background load, so ratios between
+    them (encrypted vs plain step, cipher vs ``clone()``) hold even when the machine is shared.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            times[name].append(step())
+    return times
+
+
 def interleaved_best_times(
     fns: Mapping[str, Callable[[], Any]],
     repeats: int = 5,
@@ -40,29 +59,30 @@ def interleaved_best_times(
     sync: bool = False,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Minimum seconds of every function, run round-robin ``repeats`` times.
+    """Minimum seconds of every function over :func:`interleaved_step_times` rounds.
 
-    Interleaving exposes every function to the same phases of background load, so ratios between
-    them (cipher vs ``clone()``) hold even when the machine is shared; the minimum discards
-    the rounds that other processes slowed down. ``clock`` is wall-clock time by default;
-    ``time.process_time`` (CPU time of this process, page faults included) does not count the
-    time spent waiting for a core, so with one thread it measures the work itself even under
-    load (with more threads it would also count idle threads spinning at barriers).
+    The minimum discards the rounds that other processes slowed down. ``clock`` is wall-clock
+    time by default; ``time.process_time`` (CPU time of this process, page faults included)
+    does not count the time spent waiting for a core, so with one thread it measures the work
+    itself even under load (with more threads it would also count idle threads spinning at
+    barriers). ``sync`` waits for queued CUDA work at both ends of every call.
     """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
+
+    def timed(fn: Callable[[], Any]) -> Callable[[], float]:
+        def call() -> float:
             if sync:
                 torch.cuda.synchronize()
             start = clock()
             fn()
             if sync:
                 torch.cuda.synchronize()
-            best[name] = min(best[name], clock() - start)
-    return best
+            return clock() - start
+
+        return call
+
+    steps = {name: timed(fn) for name, fn in fns.items()}
+    times = interleaved_step_times(steps, repeats, warmup)
+    return {name: min(seconds) for name, seconds in times.items()}
 
 
 def synthetic_pipeline(
@@ -115,20 +135,6 @@ def timed_training_step(
         return time.perf_counter() - start
 
     return step
-
-
-def interleaved_step_times(
-    steps: Mapping[str, Callable[[], float]], repeats: int
-) -> dict[str, list[float]]:
-    """Seconds of every self-timing step over ``repeats`` round-robin rounds (after one warm-up
-    round: allocator, index caches), so that machine load hits all of them alike."""
-    for step in steps.values():
-        step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            times[name].append(step())
-    return times
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:

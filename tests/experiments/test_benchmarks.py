@@ -9,7 +9,7 @@ import torch
 
 from experiments.benchmarks import bench_switches
 from experiments.benchmarks.bench_train_step import step_ratio
-from experiments.benchmarks.common import machine_info, write_results
+from experiments.benchmarks.common import interleaved_best_times, machine_info, write_results
 from experiments.benchmarks.run_all import summarize
 
 
@@ -35,3 +35,23 @@ def test_step_ratio_times_both_pipelines_on_one_model() -> None:
     assert row["plain_step_ms"] > 0 and row["encrypted_step_ms"] > 0
     assert row["ratio"] == pytest.approx(row["encrypted_step_ms"] / row["plain_step_ms"])
     assert row["train_images_per_s"] == pytest.approx(8e3 / row["plain_step_ms"])
+
+
+def test_interleaved_best_times_round_robin_after_warmup_and_keep_the_minimum() -> None:
+    calls: list[str] = []
+    # each call advances a fake clock by its own cost; round 2 of "b" is slowed by "load"
+    costs = {"a": iter([9.0, 3.0, 2.0, 4.0]), "b": iter([9.0, 5.0, 8.0, 6.0])}
+    now = [0.0]
+
+    def work(name: str) -> None:
+        calls.append(name)
+        now[0] += next(costs[name])
+
+    best = interleaved_best_times(
+        {"a": lambda: work("a"), "b": lambda: work("b")},
+        repeats=3,
+        warmup=1,
+        clock=lambda: now[0],
+    )
+    assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"]  # warm-up each, then alternate
+    assert best == {"a": 2.0, "b": 5.0}  # warm-up (9.0) not counted, slowest rounds discarded
