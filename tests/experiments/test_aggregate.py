@@ -84,6 +84,13 @@ def test_paper_numbers_for_matching_rows() -> None:
     assert Row("cifar10", "le", "vit_mini", None, [50.0]).paper() is None
     assert Row("cifar10", "pe", "resnet20_cifar", None, [50.0]).paper_network == "ResNet-18"
     assert Row("cifar10", "etc", "resnet20_cifar", None, [50.0]).paper_network == "ShakeDrop"
+    # full-scale runs are compared with their own network's row
+    assert Row("cifar10", "plain", "resnet18_cifar", None, [50.0]).paper() == 95.53
+    assert Row("cifar10", "plain", "pyramidnet110_shakedrop", None, [50.0]).paper() == 96.70
+    assert Row("cifar100", "plain", "resnet18_cifar", None, [50.0]).paper() is None
+    assert Row("cifar10", "le", "pyramidnet110_shakedrop", None, [50.0]).paper() is None  # no LE
+    vit_b16 = Row("cifar100", "plain", "vit_base_patch16_224.augreg_in21k", None, [50.0])
+    assert vit_b16.paper() == 92.48 and vit_b16.paper_network == "ViT-B/16"
 
 
 def test_gap_pairs_runs_by_seed() -> None:
