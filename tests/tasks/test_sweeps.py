@@ -58,6 +58,15 @@ def test_long_override_lists_get_short_unique_directory_names() -> None:
     assert short_dirname(long_a) != short_dirname(long_b)  # the hash covers the whole name
     assert short_dirname(long_a) == short_dirname(long_a)  # deterministic: resumable
     assert len(short_dirname("é" * 200).encode()) <= 120  # never splits a character
+    assert short_dirname("experiment=paper/vit_b16_plain") == "experiment=paper_vit_b16_plain"
+
+
+def test_multirun_over_experiments_gives_each_its_own_directory(tmp_path: Path) -> None:
+    # both experiments share every other override: the experiment must name the job directory,
+    # or the second job would resume from the first one's checkpoint
+    run_train(["-m", "experiment=mini/vit,mini/cnn"], tmp_path)  # both "mini"
+    summaries = list((tmp_path / "train" / "multiruns").rglob("metrics.json"))
+    assert len({p.parent for p in summaries}) == len(summaries) == 2
 
 
 @pytest.mark.slow

@@ -18,9 +18,12 @@ MAX_DIRNAME_BYTES = 120
 
 
 def short_dirname(name: str) -> str:
-    """``name`` when it fits :data:`MAX_DIRNAME_BYTES`, else its start plus a hash of the whole:
-    a sweep over many overrides still gets a unique directory name that the same overrides
-    find again (resume), where Hydra's ``override_dirname`` alone can exceed 255 bytes."""
+    """One directory name for a sweep job's override list: ``/`` becomes ``_`` (a swept
+    ``experiment=paper/vit_b16_plain`` or a path value must not nest directories), and beyond
+    :data:`MAX_DIRNAME_BYTES` the start is kept plus a hash of the whole, so that a sweep over
+    many overrides still gets a unique name that the same overrides find again (resume), where
+    Hydra's ``override_dirname`` alone can exceed 255 bytes."""
+    name = name.replace("/", "_")
     encoded = name.encode()
     if len(encoded) <= MAX_DIRNAME_BYTES:
         return name
