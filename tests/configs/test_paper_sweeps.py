@@ -1,0 +1,89 @@
+"""The README's full-scale sweep commands: every job composes for SLURM with one GPU, and the
+two sweeps cover exactly the rows of Table I that the aggregation compares against, so that
+neither the documented commands nor the paper table can drift from the configs."""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.aggregate import PAPER, Row
+from vitlearnenc.utils.paths import CONF_DIR, PROJECT_ROOT, register_resolvers
+
+SWEEP_PREFIX = "vitlearnenc-train -m hydra/launcher=slurm "
+DATASETS = {"cifar10": 0, "cifar100": 1}  # column of the dataset in PAPER's values
+
+
+def readme_sweeps() -> dict[str, list[str]]:
+    """Override list of each documented SLURM sweep, by its ``data=`` value."""
+    sweeps: dict[str, list[str]] = {}
+    for line in (PROJECT_ROOT / "README.md").read_text().splitlines():
+        if line.startswith(SWEEP_PREFIX):
+            overrides = shlex.split(line)[2:]
+            data = next(o.removeprefix("data=") for o in overrides if o.startswith("data="))
+            sweeps[data] = overrides
+    return sweeps
+
+
+def jobs(overrides: list[str]) -> list[list[str]]:
+    """The override list of every job of a sweep (the basic sweeper's cartesian product)."""
+    choices = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [o.input_line]
+        for o in OverridesParser.create().parse_overrides(overrides)
+    ]
+    return [list(job) for job in itertools.product(*choices)]
+
+
+@contextmanager
+def composed_with_hydra(overrides: list[str]) -> Iterator[DictConfig]:
+    """The job's config with its ``hydra`` node kept, so that the launcher's interpolations of
+    trainer settings resolve against it."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            yield compose("train", overrides=overrides, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_readme_documents_one_slurm_sweep_per_dataset() -> None:
+    assert sorted(readme_sweeps()) == sorted(DATASETS)
+
+
+@pytest.mark.parametrize("data", sorted(DATASETS))
+def test_sweep_covers_every_table_row_of_its_dataset_on_one_gpu(data: str) -> None:
+    column = DATASETS[data]
+    covered = set()
+    for job in jobs(readme_sweeps()[data]):
+        with composed_with_hydra(job) as cfg:
+            launcher = cfg.hydra.launcher
+            assert launcher._target_.endswith("SlurmLauncher"), job
+            assert OmegaConf.select(cfg, "hydra.launcher.gpus_per_node") == 1
+            assert OmegaConf.select(cfg, "hydra.launcher.tasks_per_node") == 1
+            assert cfg.trainer.accelerator == "gpu" and cfg.data.name == data
+            assert cfg.data.batch_size == 512  # the paper's batch, every row
+            row = Row(data, cfg.cipher.name, cfg.model.name, cfg.model.get("adapt"))
+        assert row.paper() is not None, f"{job} has no Table I number to compare with"
+        covered.add((row.cipher, row.paper_network, row.adapt))
+    expected = {key for key, numbers in PAPER.items() if numbers[column] is not None}
+    assert covered == expected
+
+
+def test_a_sweep_job_spreads_over_several_gpus_with_ddp() -> None:
+    sweep = readme_sweeps()["cifar10"]
+    job = [*jobs(sweep)[0], "trainer=ddp", "trainer.devices=4"]
+    with composed_with_hydra(job) as cfg:
+        assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4
+        assert OmegaConf.select(cfg, "hydra.launcher.tasks_per_node") == 4
+        assert OmegaConf.select(cfg, "hydra.launcher.gpus_per_node") == 4
