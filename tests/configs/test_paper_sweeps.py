@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import itertools
 import shlex
-from collections.abc import Iterator
-from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from experiments.aggregate import PAPER, Row
-from vitlearnenc.utils.paths import CONF_DIR, PROJECT_ROOT, register_resolvers
+from tests.helpers.hydra import composed
+from vitlearnenc.utils.paths import PROJECT_ROOT
 
 SWEEP_PREFIX = "vitlearnenc-train -m hydra/launcher=slurm "
 DATASETS = {"cifar10": 0, "cifar100": 1}  # column of the dataset in PAPER's values
@@ -44,29 +42,16 @@ def jobs(overrides: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
-@contextmanager
-def composed_with_hydra(overrides: list[str]) -> Iterator[DictConfig]:
-    """The job's config with its ``hydra`` node kept, so that the launcher's interpolations of
-    trainer settings resolve against it."""
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            yield compose("train", overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def test_readme_documents_one_slurm_sweep_per_dataset() -> None:
     assert sorted(readme_sweeps()) == sorted(DATASETS)
 
 
 @pytest.mark.parametrize("data", sorted(DATASETS))
-def test_sweep_covers_every_table_row_of_its_dataset_on_one_gpu(data: str) -> None:
+def test_sweep_covers_every_table_row_of_its_dataset_on_one_gpu(data: str, tmp_path: Path) -> None:
     column = DATASETS[data]
     covered = set()
     for job in jobs(readme_sweeps()[data]):
-        with composed_with_hydra(job) as cfg:
+        with composed("train", job, tmp_path, keep_hydra=True) as cfg:
             launcher = cfg.hydra.launcher
             assert launcher._target_.endswith("SlurmLauncher"), job
             assert OmegaConf.select(cfg, "hydra.launcher.gpus_per_node") == 1
@@ -80,10 +65,10 @@ def test_sweep_covers_every_table_row_of_its_dataset_on_one_gpu(data: str) -> No
     assert covered == expected
 
 
-def test_a_sweep_job_spreads_over_several_gpus_with_ddp() -> None:
+def test_a_sweep_job_spreads_over_several_gpus_with_ddp(tmp_path: Path) -> None:
     sweep = readme_sweeps()["cifar10"]
     job = [*jobs(sweep)[0], "trainer=ddp", "trainer.devices=4"]
-    with composed_with_hydra(job) as cfg:
+    with composed("train", job, tmp_path, keep_hydra=True) as cfg:
         assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4
         assert OmegaConf.select(cfg, "hydra.launcher.tasks_per_node") == 4
         assert OmegaConf.select(cfg, "hydra.launcher.gpus_per_node") == 4

@@ -15,9 +15,13 @@ from vitlearnenc.utils.paths import CONF_DIR, register_resolvers
 
 
 @contextmanager
-def composed(config_name: str, overrides: list[str], tmp_path: Path) -> Iterator[DictConfig]:
+def composed(
+    config_name: str, overrides: list[str], tmp_path: Path, keep_hydra: bool = False
+) -> Iterator[DictConfig]:
     """The composed config (as the app would see it) with HydraConfig set and outputs in
-    ``tmp_path``; clears the global Hydra state afterwards."""
+    ``tmp_path``; clears the global Hydra state afterwards. ``keep_hydra`` leaves the
+    ``hydra`` node in, so that its interpolations of the job's settings (the launcher's
+    ``${trainer.devices}``) resolve against the config."""
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -36,8 +40,9 @@ def composed(config_name: str, overrides: list[str], tmp_path: Path) -> Iterator
             cfg.hydra.runtime.output_dir = str(run_dir)
             cfg.hydra.job.num = 0
         HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
+        if not keep_hydra:
+            with open_dict(cfg):
+                del cfg["hydra"]
         try:
             yield cfg
         finally:
