@@ -156,9 +156,10 @@ class Gap:
             f"{self.of_means:+.2f} points (difference of the means of "
             f"{len(self.proposed.accuracies)} proposed and {len(self.plain.accuracies)} plain runs)"
         )
-        paired = list(self.per_seed.values())
+        per_seed = self.per_seed
+        paired = list(per_seed.values())
         if len(paired) > 1:
-            seeds = ", ".join(f"{s}: {g:+.2f}" for s, g in self.per_seed.items())
+            seeds = ", ".join(f"{s}: {g:+.2f}" for s, g in per_seed.items())
             line += (
                 f"; per seed {seeds}; paired {statistics.fmean(paired):+.2f} ± "
                 f"{statistics.stdev(paired):.2f} over {len(paired)} seeds"

@@ -99,8 +99,9 @@ def test_gap_pairs_runs_by_seed() -> None:
     plain = Row("cifar10", "plain", "vit_mini", None, [50.0, 52.0, 60.0], [0, 1, 2])
     proposed = Row("cifar10", "proposed", "vit_mini", None, [51.0, 50.0], [1, 0])
     other = Row("cifar10", "proposed", "resnet20_cifar", None, [40.0], [0])  # no plain row
-    gap = gaps([plain, proposed, other])[("cifar10", "vit_mini")]
-    assert list(gaps([plain, proposed, other])) == [("cifar10", "vit_mini")]
+    by_network = gaps([plain, proposed, other])
+    assert list(by_network) == [("cifar10", "vit_mini")]
+    gap = by_network[("cifar10", "vit_mini")]
     assert gap.of_means == pytest.approx(50.5 - 54.0)
     assert gap.per_seed == {0: 0.0, 1: -1.0}  # seed 2 has no proposed run to pair with
     line = gap.describe()
