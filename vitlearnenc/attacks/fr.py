@@ -15,6 +15,7 @@ import itertools
 
 import torch
 
+from vitlearnenc.attacks.registry import AttackContext, AttackOutcome, register_attack
 from vitlearnenc.attacks.scoring import check_image_batch
 
 #: the 6 colour orders x 8 NP patterns of one RGB pixel, as (gather index, XOR mask) pairs
@@ -105,3 +106,16 @@ def fr_advanced(
             candidates(source[:, :, row, :]), restored[:, :, row - 1, :]
         )
     return restored.to(torch.uint8)
+
+
+@register_attack("fr")
+def run_fr(context: AttackContext) -> AttackOutcome:
+    """FR-Attack (basic) on the victim ciphertexts; any cipher of the plain layout."""
+    rescale = bool(context.settings.get("rescale", False))
+    return AttackOutcome(fr_basic(context.victim_ciphertexts, rescale=rescale))
+
+
+@register_attack("fr_advanced")
+def run_fr_advanced(context: AttackContext) -> AttackOutcome:
+    """FR-Attack (advanced) on the victim ciphertexts; any cipher of the plain layout."""
+    return AttackOutcome(fr_advanced(context.victim_ciphertexts))

@@ -23,11 +23,20 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from vitlearnenc.attacks.registry import (
+    AttackContext,
+    AttackOutcome,
+    Input,
+    InputKind,
+    register_attack,
+)
 from vitlearnenc.attacks.scoring import check_image_batch
+from vitlearnenc.ciphers.base import Cipher, Structure
 from vitlearnenc.ciphers.keys import CipherKey
 from vitlearnenc.ciphers.proposed import ProposedCipher
 
@@ -623,3 +632,63 @@ def _square_grid(count: int) -> tuple[int, int]:
     if side * side != count:
         raise ValueError(f"{count} blocks do not form a square grid; pass grid=(rows, cols)")
     return side, side
+
+
+def _jigsaw_inputs(cipher: Cipher) -> tuple[Input, ...]:
+    """The EtC solver orients its reassemblies with a prior from public plain images."""
+    if cipher.structure == Structure.ETC_BLOCKS:
+        return (Input(InputKind.PUBLIC_IMAGES, "num_public_images"),)
+    return ()
+
+
+def score_jigsaw(estimate: Any, key: CipherKey) -> dict[str, Any]:
+    """How much of the victim key a jigsaw reassembly got right (researcher side)."""
+    from vitlearnenc.attacks.jigsaw_etc import EtCJigsawResult, placement_scores
+
+    if isinstance(estimate, EtCJigsawResult):
+        scores = [placement_scores(p, key["block_perm"]) for p in estimate.block_positions]
+        return {
+            f"block_{name}_mean_best_orientation": float(np.mean([s[name] for s in scores]))
+            for name in ("direct", "neighbour", "largest_component")
+        }
+    truth_blocks, truth_pixels = key["block_perm"], key["pixel_perm"]
+    direct = [direct_accuracy(perm, truth_blocks) for perm in estimate.block_perms]
+    neighbour = [neighbour_accuracy(perm, truth_blocks) for perm in estimate.block_perms]
+    component = [largest_component(perm, truth_blocks) for perm in estimate.block_perms]
+    return {
+        "pixel_perm_exact": bool(np.array_equal(estimate.pixel_perm, truth_pixels)),
+        "pixel_perm_fraction": float(np.mean(estimate.pixel_perm == truth_pixels)),
+        "pixel_perm_symmetry": symmetry_between(estimate.pixel_perm, truth_pixels),
+        "block_direct_mean": float(np.mean(direct)),
+        "block_neighbour_mean": float(np.mean(neighbour)),
+        "block_largest_component_mean": float(np.mean(component)),
+        "images_all_blocks_right": float(np.mean(np.asarray(direct) == 1.0)),
+    }
+
+
+def _jigsaw_applies(cipher: Cipher) -> str | None:
+    if cipher.structure in (Structure.PIXEL_SHUFFLED_BLOCKS, Structure.ETC_BLOCKS):
+        return None
+    if cipher.structure_note:
+        return cipher.structure_note
+    return (
+        "the solvers reassemble scrambled blocks whose content is intact up to one shared, "
+        "channel-tied pixel shuffle (the proposed cipher) or up to a rotation/flip, "
+        f"negation and colour order per block (EtC); {cipher.name} has no such blocks"
+    )
+
+
+@register_attack("jigsaw", applies=_jigsaw_applies, inputs=_jigsaw_inputs, score_key=score_jigsaw)
+def run_jigsaw(context: AttackContext) -> AttackOutcome:
+    """The jigsaw solver of the cipher's structure on the victim ciphertexts."""
+    block = context.cipher.block_size
+    if context.cipher.structure == Structure.ETC_BLOCKS:
+        from vitlearnenc.attacks.jigsaw_etc import ImagePrior, solve_etc_jigsaw
+
+        public = context.public_images
+        prior = ImagePrior.fit(public) if public is not None else None
+        etc_result = solve_etc_jigsaw(context.victim_ciphertexts, block, prior)
+        budget = {"prior_images": 0 if public is None else len(public)}
+        return AttackOutcome(etc_result.restored, estimate=etc_result, budget=budget)
+    result = solve_jigsaw(context.victim_ciphertexts, block)
+    return AttackOutcome(result.restored, estimate=result)

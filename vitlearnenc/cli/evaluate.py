@@ -18,11 +18,10 @@ from omegaconf import DictConfig
 from vitlearnenc.cli.common import (
     close_wandb,
     configure_environment,
-    instantiate_loggers,
     one_line_errors,
-    validate_config,
 )
-from vitlearnenc.cli.train import build_datamodule
+from vitlearnenc.runs.build import build_datamodule, instantiate_loggers
+from vitlearnenc.runs.config import validate_config
 from vitlearnenc.utils.files import write_json_atomic
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.paths import check_conf_dir, register_resolvers

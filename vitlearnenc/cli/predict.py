@@ -24,9 +24,9 @@ from omegaconf import DictConfig
 from vitlearnenc.cli.common import (
     configure_environment,
     one_line_errors,
-    resolve_key_source,
-    validate_config,
 )
+from vitlearnenc.runs.config import validate_config
+from vitlearnenc.runs.keys import resolve_key_source
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.paths import check_conf_dir, register_resolvers
 

@@ -42,9 +42,6 @@ from vitlearnenc.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
 
-#: the pre-encrypted "cipher": the data owner encrypted the images, this process has no key
-PRE_ENCRYPTED = "none"
-
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset that is neither on disk nor downloadable; the message says how to point to it."""
@@ -144,7 +141,7 @@ class EncryptedDataModule(L.LightningDataModule):
         self._check_key_source()
         if image_size is not None:
             self._check_block_multiple((image_size, image_size))
-        if cipher == PRE_ENCRYPTED and augment:
+        if self.cipher_class.pre_encrypted and augment:
             log.warning(
                 "cipher=none: the images are already encrypted, so augmentation is switched "
                 "off (a crop or flip of a ciphertext is not the ciphertext of a crop or flip)"
@@ -266,7 +263,7 @@ class EncryptedDataModule(L.LightningDataModule):
             target = (int(native[0]), int(native[1]))
         else:
             target = (self.image_size, self.image_size)
-        if self.cipher_name == PRE_ENCRYPTED and target != tuple(native):
+        if self.cipher_class.pre_encrypted and target != tuple(native):
             raise ValueError(
                 f"the pre-encrypted images are {native[0]}x{native[1]} but data.image_size is "
                 f"{self.image_size}; resizing a ciphertext blends pixels of different blocks, so "
@@ -296,7 +293,7 @@ class EncryptedDataModule(L.LightningDataModule):
 
     def _cipher_input_size(self, stage: str | None) -> tuple[int, int]:
         """The size the cipher sees; stored images are probed only when it depends on them."""
-        if self.image_size is not None and self.cipher_name != PRE_ENCRYPTED:
+        if self.image_size is not None and not self.cipher_class.pre_encrypted:
             return (self.image_size, self.image_size)
         return self.check_native_size(self.native_size(stage))
 

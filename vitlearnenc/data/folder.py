@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from vitlearnenc.data.base import PRE_ENCRYPTED, DatasetNotFoundError, EncryptedDataModule
+from vitlearnenc.data.base import DatasetNotFoundError, EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset
 from vitlearnenc.data.imagestore import DecodedTree, decode_tree, probe_size
 from vitlearnenc.utils.image_ops import resize_uint8
@@ -121,7 +121,7 @@ class ImageFolderDataModule(EncryptedDataModule):
 
     def _predict_resize(self) -> tuple[int, int] | None:
         """Prediction inputs of mixed sizes are resized on load to this (None: not allowed)."""
-        if self.image_size is None or self.cipher_name == PRE_ENCRYPTED:
+        if self.image_size is None or self.cipher_class.pre_encrypted:
             return None
         return (self.image_size, self.image_size)
 
@@ -167,14 +167,14 @@ class ImageFolderDataModule(EncryptedDataModule):
                 "method: use cipher=none (key=none) to train on it, or point data.root to the "
                 "plain images"
             )
-        if marker is None and name == PRE_ENCRYPTED:
+        if marker is None and self.cipher_class.pre_encrypted:
             log.warning(
                 "cipher=none treats %s as images encrypted by vitlearnenc-encrypt, but it has no "
                 "%s marker; plain images would be used unencrypted (say cipher=plain for that)",
                 root,
                 MARKER_NAME,
             )
-        elif marker is not None and name == "plain":
+        elif marker is not None and not self.cipher_class.pre_encrypted:  # plain: unkeyed
             log.warning(
                 "%s holds images encrypted by vitlearnenc-encrypt (%s); cipher=plain treats them "
                 "as plain images and augments them: use cipher=none for pre-encrypted data",

@@ -1,4 +1,4 @@
-"""Data of the learned ciphertext-only attacks, with the victim and the attacker kept apart.
+"""Data of the attacks, with the victim and the attacker kept apart.
 
 Threat model (spec §2.0, §2.2, §2.3): the attacker knows the algorithm (the cipher's *name*,
 block size and public options) but not the victim's key. It holds
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vitlearnenc.ciphers import build_cipher, get_cipher_class
+from vitlearnenc.ciphers import build_cipher, get_cipher_class, probe_cipher
 from vitlearnenc.data.base import EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset, collate_batch, split_train_val
 from vitlearnenc.utils.logging import RankedLogger
@@ -164,15 +164,15 @@ def encrypt_with_fresh_keys(
         raise ValueError(f"images_per_key must be >= 1, got {images_per_key}")
     options = dict(cipher_options or {})
     size = (int(images.shape[-2]), int(images.shape[-1]))
-    if not get_cipher_class(cipher).keyed:
+    cls = get_cipher_class(cipher)
+    if not cls.keyed:
         return build_cipher(cipher, size, block_size, **options).encrypt(images)
     rng = np.random.default_rng([seed, _ATTACKER_TAG])
-    if cipher == "pe" and options.get("per_image_keys", True) and images_per_key == 1:
+    probe = probe_cipher(cipher, size, block_size, **options)
+    if probe.per_image_keys and images_per_key == 1:  # the cipher draws a key per image itself
         generator = torch.Generator(device=images.device).manual_seed(int(rng.integers(2**62)))
-        pe = build_cipher(cipher, size, block_size, **options)
-        return pe.encrypt(images, generator=generator)  # type: ignore[call-arg]
-    if cipher == "pe":
-        options["per_image_keys"] = False  # one drawn key per group, used for the whole group
+        return probe.encrypt(images, generator=generator)  # type: ignore[call-arg]
+    options = cls.fixed_key_options(options)  # one drawn key per group, for the whole group
     seeds = rng.integers(0, 2**62, size=-(-len(images) // images_per_key))
     out = [
         build_cipher(cipher, size, block_size, seed=int(key_seed), **options).encrypt(
