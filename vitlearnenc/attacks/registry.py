@@ -88,7 +88,7 @@ class AttackContext:
     Attributes:
         victim_ciphertexts: the victim's test images under the victim key (to restore).
         cipher: the public algorithm (name, block size, capabilities) with a throw-away
-            seed-0 key; never the victim's key.
+            key; never the victim's key.
         cipher_options: the cipher's configured public options (``cfg.cipher.options``).
         settings: the attack's config (``cfg.attack``) as plain containers.
         public_images: public plain images.

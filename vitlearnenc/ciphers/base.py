@@ -85,7 +85,7 @@ class Cipher(ABC):
     ``ciphers/`` decides what to do with a cipher from these attributes, never from its name
     (a test enforces it). Attributes without ``ClassVar`` are class defaults that an instance
     may change for a mode of its key (as PE does for ``per_image_keys``), so read them on an
-    instance, e.g. one built from a seed-0 key with the configured options
+    instance, e.g. one built from a throw-away key with the configured options
     (:func:`~vitlearnenc.ciphers.registry.probe_cipher`).
     """
 

@@ -152,7 +152,8 @@ def build_cipher(
 def probe_cipher(
     name: str, image_size: int | tuple[int, int], block_size: int, **options: Any
 ) -> Cipher:
-    """A cipher of ``name`` with a throw-away seed-0 key (**not secret**): for reading the
-    capabilities that depend on options (``invertible``, ``per_image_keys``, ``structure``,
-    ``absorbable_by_vit``...) and shapes, before or without the real key."""
-    return build_cipher(name, image_size, block_size, seed=0, **options)
+    """A cipher of ``name`` with a throw-away key: for reading the capabilities that depend on
+    options (``invertible``, ``per_image_keys``, ``structure``, ``absorbable_by_vit``...) and
+    shapes, before or without the real key. The key comes from the OS CSPRNG, not from a small
+    seed, so that it cannot coincide with a victim key made with ``key=seed``."""
+    return build_cipher(name, image_size, block_size, **options)
