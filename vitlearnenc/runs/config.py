@@ -107,6 +107,11 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"model.key_adapt=true needs a ViT model (its weights absorb the key): {full}"
             )
+        if full.patch_size != block:
+            raise ConfigError(
+                f"model.key_adapt=true needs cipher.block_size equal to the ViT's patch size: "
+                f"set cipher.block_size={full.patch_size}"
+            )
         if not cipher.absorbable_by_vit:
             absorbable = [
                 name
