@@ -7,7 +7,9 @@ aliases (``Cipher.aliases``) still resolve, with a warning that names the new na
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import warnings
 from typing import Any, TypeVar
 
@@ -51,13 +53,24 @@ def canonical_cipher_name(name: str) -> str:
     return name
 
 
+def _discover() -> None:
+    """Import every module of ``vitlearnenc/ciphers/`` (idempotent), so that a cipher module
+    registers itself without being imported or listed anywhere else."""
+    package = importlib.import_module("vitlearnenc.ciphers")
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"vitlearnenc.ciphers.{module.name}")
+
+
 def list_ciphers() -> list[str]:
     """Registered cipher names, sorted."""
+    _discover()
     return sorted(_REGISTRY)
 
 
 def get_cipher_class(name: str) -> type[Cipher]:
     """The cipher class registered as ``name`` (or as a deprecated alias of it)."""
+    if name not in _REGISTRY and name not in _ALIASES:
+        _discover()
     try:
         return _REGISTRY[canonical_cipher_name(name)]
     except KeyError:
