@@ -17,6 +17,7 @@ import torch
 
 from vitlearnenc.attacks.registry import AttackContext, AttackOutcome, register_attack
 from vitlearnenc.attacks.scoring import check_image_batch
+from vitlearnenc.errors import InputError
 
 #: the 6 colour orders x 8 NP patterns of one RGB pixel, as (gather index, XOR mask) pairs
 _ORDERS = torch.tensor(list(itertools.permutations(range(3))), dtype=torch.long)
@@ -94,7 +95,7 @@ def fr_advanced(
         restored[:, :, 0, 0] = torch.minimum(source[:, :, 0, 0], 255 - source[:, :, 0, 0])
     else:
         if len(first_pixel) != 3 or not all(0 <= int(v) <= 255 for v in first_pixel):
-            raise ValueError(f"first_pixel must be three values in 0..255, got {first_pixel!r}")
+            raise InputError(f"first_pixel must be three values in 0..255, got {first_pixel!r}")
         restored[:, :, 0, 0] = torch.tensor(first_pixel, dtype=torch.int16, device=device)
     row_zero = candidates(source[:, :, 0, :])
     for col in range(1, width):

@@ -39,6 +39,7 @@ from vitlearnenc.attacks.scoring import check_image_batch
 from vitlearnenc.ciphers.base import Cipher, Structure
 from vitlearnenc.ciphers.keys import CipherKey
 from vitlearnenc.ciphers.proposed import ProposedCipher
+from vitlearnenc.errors import InputError
 
 #: directions of a neighbour relative to a piece: j is right of / below / left of / above i
 _RIGHT, _DOWN, _LEFT, _UP = range(4)
@@ -66,7 +67,7 @@ def solve_block_puzzle(encrypted: torch.Tensor, block_size: int) -> np.ndarray:
         is estimated to be plain block ``estimate[i]`` (blocks row-major).
     """
     if encrypted.ndim != 3:
-        raise ValueError(
+        raise InputError(
             f"encrypted must be one (C, H, W) image, got shape {tuple(encrypted.shape)}"
         )
     check_image_batch(encrypted.unsqueeze(0), "encrypted")
@@ -252,7 +253,7 @@ def estimate_pixel_perm(encrypted_batch: torch.Tensor, block_size: int) -> np.nd
     check_image_batch(encrypted_batch, "encrypted_batch")
     _block_grid(tuple(encrypted_batch.shape[-2:]), block_size)
     if block_size % 2:
-        raise ValueError(f"the proposed cipher needs an even block size, got {block_size}")
+        raise InputError(f"the proposed cipher needs an even block size, got {block_size}")
     side = block_size // 2
     if side == 1:
         return np.zeros(1, dtype=np.int64)
@@ -451,7 +452,7 @@ def symmetry_between(estimate: np.ndarray, pixel_perm: np.ndarray) -> str | None
     estimate, pixel_perm = np.asarray(estimate), np.asarray(pixel_perm)
     side = math.isqrt(pixel_perm.size)
     if side * side != pixel_perm.size or estimate.shape != pixel_perm.shape:
-        raise ValueError("estimate and pixel_perm must be permutations of the same square size")
+        raise InputError("estimate and pixel_perm must be permutations of the same square size")
     for name, mapping in square_symmetries(side).items():
         if np.array_equal(mapping[pixel_perm], estimate):
             return name
@@ -465,7 +466,7 @@ def direct_accuracy(estimate: np.ndarray, true_block_perm: np.ndarray) -> float:
     """Fraction of blocks put in their right place (direct comparison, Cho et al. 2010)."""
     estimate, truth = np.asarray(estimate), np.asarray(true_block_perm)
     if estimate.shape != truth.shape:
-        raise ValueError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
+        raise InputError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
     return float(np.mean(estimate == truth))
 
 
@@ -475,10 +476,10 @@ def _placement_inputs(
     """The arrays and the grid of a placement score, checked against each other."""
     estimate, truth = np.asarray(estimate), np.asarray(true_block_perm)
     if estimate.shape != truth.shape:
-        raise ValueError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
+        raise InputError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
     grid_h, grid_w = grid or _square_grid(truth.size)
     if grid_h * grid_w != truth.size:
-        raise ValueError(f"a {grid_h}x{grid_w} grid does not hold {truth.size} blocks")
+        raise InputError(f"a {grid_h}x{grid_w} grid does not hold {truth.size} blocks")
     return estimate, truth, (grid_h, grid_w)
 
 
@@ -621,7 +622,7 @@ def _pieces(image: np.ndarray, block_size: int) -> np.ndarray:
 def _block_grid(size: tuple[int, ...], block_size: int) -> tuple[int, int]:
     height, width = size
     if block_size <= 1 or height % block_size or width % block_size:
-        raise ValueError(
+        raise InputError(
             f"block size {block_size} must be at least 2 and divide the image size {height}x{width}"
         )
     return height // block_size, width // block_size
@@ -630,7 +631,7 @@ def _block_grid(size: tuple[int, ...], block_size: int) -> tuple[int, int]:
 def _square_grid(count: int) -> tuple[int, int]:
     side = math.isqrt(count)
     if side * side != count:
-        raise ValueError(f"{count} blocks do not form a square grid; pass grid=(rows, cols)")
+        raise InputError(f"{count} blocks do not form a square grid; pass grid=(rows, cols)")
     return side, side
 
 

@@ -41,9 +41,10 @@ from vitlearnenc.ciphers.keys import CipherKey
 from vitlearnenc.ciphers.le import LECipher
 from vitlearnenc.ciphers.nibbles import block_nibble_positions, reversal_mask
 from vitlearnenc.ciphers.proposed import ProposedCipher
+from vitlearnenc.errors import InputError, VitlearnencError
 
 
-class KnownPlaintextError(ValueError):
+class KnownPlaintextError(VitlearnencError, ValueError):
     """The given pairs cannot come from the proposed cipher with this block size."""
 
 
@@ -111,7 +112,7 @@ def recover_proposed_key(
     plain_np, enc_np = _as_pairs(plain, encrypted)
     _, _, height, width = plain_np.shape
     if block_size <= 0 or block_size % 2 or height % block_size or width % block_size:
-        raise ValueError(
+        raise InputError(
             f"block size must be even and divide the image size {height}x{width}, got {block_size}"
         )
     plain_sub = _subblocks(plain_np, block_size)  # (N, P, 4, C, s*s)
@@ -211,7 +212,7 @@ def recover_le_key(plain: torch.Tensor, encrypted: torch.Tensor, block_size: int
     plain_np, enc_np = _as_pairs(plain, encrypted)
     pairs, channels, height, width = plain_np.shape
     if block_size <= 0 or height % block_size or width % block_size:
-        raise ValueError(
+        raise InputError(
             f"block size must divide the image size {height}x{width}, got {block_size}"
         )
     positions = block_nibble_positions((height, width), block_size, channels)  # (N, L)
@@ -289,7 +290,7 @@ def _as_pairs(plain: torch.Tensor, encrypted: torch.Tensor) -> tuple[np.ndarray,
     check_image_batch(plain, "plain")
     check_image_batch(encrypted, "encrypted")
     if plain.shape != encrypted.shape:
-        raise ValueError(
+        raise InputError(
             f"plain {tuple(plain.shape)} and encrypted {tuple(encrypted.shape)} differ in shape; "
             "pass matching pairs"
         )

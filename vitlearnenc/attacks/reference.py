@@ -15,6 +15,7 @@ from vitlearnenc.attacks.registry import (
     InputKind,
     register_attack,
 )
+from vitlearnenc.errors import InputError
 
 _PLAIN = (Input(InputKind.VICTIM_PLAIN),)
 
@@ -30,5 +31,5 @@ def reference_random(context: AttackContext) -> AttackOutcome:
     """The floor: image i scored against the plain image count/2 positions further on."""
     plain = context.need("victim_plain")
     if len(plain) < 2:
-        raise ValueError("reference_random needs at least 2 victim images")
+        raise InputError("reference_random needs at least 2 victim images")
     return AttackOutcome(plain.roll(len(plain) // 2, dims=0))

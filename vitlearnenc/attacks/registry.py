@@ -30,13 +30,14 @@ from typing import Any
 import torch
 
 from vitlearnenc.ciphers import Cipher, CipherKey
+from vitlearnenc.errors import InputError, VitlearnencError
 
 
-class NotApplicableError(ValueError):
+class NotApplicableError(VitlearnencError, ValueError):
     """The attack does not apply to this cipher (the message says why)."""
 
 
-class UnknownAttackError(KeyError):
+class UnknownAttackError(VitlearnencError, KeyError):
     """An attack kind that is not registered."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
@@ -181,7 +182,7 @@ class Attack:
         """The inputs this attack needs against ``cipher``."""
         inputs = tuple(self.inputs(cipher) if callable(self.inputs) else self.inputs)
         if sum(i.kind in VICTIM_TRAIN_KINDS for i in inputs) > 1:
-            raise ValueError(f"attack {self.name!r} declares more than one victim-training input")
+            raise InputError(f"attack {self.name!r} declares more than one victim-training input")
         return inputs
 
     def check_applicable(self, cipher: Cipher) -> None:
@@ -226,7 +227,7 @@ def register_attack(
     ) -> Callable[[AttackContext], AttackOutcome]:
         known = _REGISTRY.get(name)
         if known is not None and known.run.__qualname__ != run.__qualname__:
-            raise ValueError(f"attack {name!r} is registered twice")
+            raise InputError(f"attack {name!r} is registered twice")
         _REGISTRY[name] = Attack(name, run, applies, inputs, score_key, same_layout)
         return run
 

@@ -23,13 +23,14 @@ import torch
 from vitlearnenc.ciphers.fastpath import GatherKernel, Kernel
 from vitlearnenc.ciphers.keys import CipherKey, KeyMismatchError, KeyRNG
 from vitlearnenc.ciphers.plan import GatherPlan
+from vitlearnenc.errors import InputError, VitlearnencError
 
 
-class CipherInputError(ValueError):
+class CipherInputError(VitlearnencError, ValueError):
     """Images that a cipher cannot process (wrong shape, size or dtype)."""
 
 
-class NotInvertibleError(RuntimeError):
+class NotInvertibleError(VitlearnencError, RuntimeError):
     """``decrypt`` called on a cipher (or mode) that has no inverse."""
 
 
@@ -39,7 +40,7 @@ def parse_image_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int
         return (image_size, image_size)
     size = tuple(int(v) for v in image_size)
     if len(size) != 2:
-        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+        raise InputError(f"image_size must be an int or (H, W), got {image_size!r}")
     return size  # type: ignore[return-value]
 
 
@@ -47,7 +48,7 @@ def check_block_grid(image_size: tuple[int, int], block_size: int) -> tuple[int,
     """Return the block grid (H/M, W/M), or raise a clear error if M does not divide H and W."""
     height, width = image_size
     if block_size <= 0:
-        raise ValueError(f"block size must be positive, got {block_size}")
+        raise InputError(f"block size must be positive, got {block_size}")
     if height % block_size or width % block_size:
         raise CipherInputError(
             f"image size {height}x{width} is not a multiple of the block size {block_size}; "

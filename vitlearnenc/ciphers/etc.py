@@ -41,6 +41,7 @@ from vitlearnenc.ciphers.base import (
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_permutation, check_range
 from vitlearnenc.ciphers.registry import register_cipher
 from vitlearnenc.ciphers.validation import check_fields, reject_unknown_options
+from vitlearnenc.errors import InputError
 
 #: colour permutation codes of the reference code's ``channel_change`` (code 0 = identity):
 #: output channel c is input channel ``COLOUR_PERMUTATIONS[code][c]``.
@@ -207,7 +208,7 @@ class EtCCipher(_BlockwiseEtC):
     ) -> CipherKey:
         reject_unknown_options(cls.name, options)
         if etc_channel_mode not in CHANNEL_MODES:
-            raise ValueError(
+            raise InputError(
                 f"etc_channel_mode must be one of {', '.join(CHANNEL_MODES)}, got {etc_channel_mode!r}"
             )
         material = cls._draw(image_size, block_size, rng)

@@ -32,6 +32,7 @@ from vitlearnenc.ciphers.fastpath import as_integers, chunk_size, flag_operands,
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_range
 from vitlearnenc.ciphers.registry import register_cipher
 from vitlearnenc.ciphers.validation import check_fields, check_geometry, reject_unknown_options
+from vitlearnenc.errors import InputError
 
 #: inverse colour permutations: plain channel c = encrypted channel ``_INVERSE[code][c]``
 _INVERSE_PERMUTATIONS = np.argsort(COLOUR_PERMUTATIONS, axis=1)
@@ -81,7 +82,7 @@ class PECipher(IndexCipher):
     ) -> CipherKey:
         reject_unknown_options(cls.name, options)
         if not isinstance(per_image_keys, bool):
-            raise ValueError(f"per_image_keys must be True or False, got {per_image_keys!r}")
+            raise InputError(f"per_image_keys must be True or False, got {per_image_keys!r}")
         check_block_grid(image_size, block_size)
         pixels = image_size[0] * image_size[1]
         material = (

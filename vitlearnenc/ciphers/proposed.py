@@ -30,6 +30,7 @@ from vitlearnenc.ciphers.base import (
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_permutation
 from vitlearnenc.ciphers.registry import register_cipher
 from vitlearnenc.ciphers.validation import check_fields, check_geometry, reject_unknown_options
+from vitlearnenc.errors import InputError
 
 
 @register_cipher
@@ -152,7 +153,7 @@ class ProposedCipher(IndexCipher):
 
 def _check_even(block_size: int) -> None:
     if block_size % 2:
-        raise ValueError(
+        raise InputError(
             f"the proposed cipher splits each block into four sub-blocks, so the block size must "
             f"be even, got {block_size}"
         )

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from vitlearnenc.ciphers.base import Cipher, parse_image_size
 from vitlearnenc.ciphers.keys import CipherKey, KeyMismatchError, key_rng, read_key_file
+from vitlearnenc.errors import InputError, VitlearnencError
 
 _REGISTRY: dict[str, type[Cipher]] = {}
 #: deprecated name -> registered name
@@ -22,7 +23,7 @@ _ALIASES: dict[str, str] = {}
 _C = TypeVar("_C", bound=type[Cipher])
 
 
-class UnknownCipherError(KeyError):
+class UnknownCipherError(VitlearnencError, KeyError):
     """A cipher name that is not registered."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
@@ -35,7 +36,7 @@ def register_cipher(cls: _C) -> _C:
     for name in (cls.name, *cls.aliases):
         known = _REGISTRY.get(name) or _REGISTRY.get(_ALIASES.get(name, ""))
         if known is not None and known is not cls:
-            raise ValueError(f"cipher name {name!r} is registered twice")
+            raise InputError(f"cipher name {name!r} is registered twice")
     _REGISTRY[cls.name] = cls
     _ALIASES.update(dict.fromkeys(cls.aliases, cls.name))
     return cls
@@ -152,13 +153,13 @@ def build_cipher(
     name = cls.name
     if key is not None:
         if seed is not None or options:
-            raise ValueError("pass either a key or seed/options to draw one, not both")
+            raise InputError("pass either a key or seed/options to draw one, not both")
         if not isinstance(key, CipherKey):
             key = load_key(key, method=name, image_size=image_size, block_size=block_size)
         check_key_fits(key, name, image_size, block_size)
         return cls(key)
     if image_size is None or block_size is None:
-        raise ValueError(f"build_cipher({name!r}) needs image_size and block_size to draw a key")
+        raise InputError(f"build_cipher({name!r}) needs image_size and block_size to draw a key")
     return cls(generate_key(name, image_size, block_size, seed=seed, **options))
 
 

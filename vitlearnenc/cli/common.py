@@ -19,17 +19,12 @@ from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvir
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from vitlearnenc.attacks.registry import UnknownAttackError
 from vitlearnenc.cli import EXIT_USAGE, USER_ERRORS, one_line
 
-#: errors of the Hydra apps that mean bad input or configuration, not a bug: ConfigError, key
-#: and data errors (ValueError subclasses), missing paths (OSError), unset ``???`` values
-APP_USER_ERRORS: tuple[type[BaseException], ...] = (
-    *USER_ERRORS,
-    UnknownAttackError,
-    ValueError,
-    OmegaConfBaseException,
-)
+#: errors of the Hydra apps that mean bad input or configuration, not a bug: the project's own
+#: types (ConfigError, key, data and cipher errors), missing paths (OSError), bad or unset
+#: ``???`` config values; anything else keeps its traceback
+APP_USER_ERRORS: tuple[type[BaseException], ...] = (*USER_ERRORS, OmegaConfBaseException)
 
 _Result = TypeVar("_Result")
 

@@ -20,6 +20,7 @@ from vitlearnenc.cli.common import (
     configure_environment,
     one_line_errors,
 )
+from vitlearnenc.errors import InputError
 from vitlearnenc.runs.build import build_datamodule, instantiate_loggers
 from vitlearnenc.runs.config import validate_config
 from vitlearnenc.utils.files import write_json_atomic
@@ -35,7 +36,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     validate_config(cfg)
     if cfg.split not in ("test", "val"):
-        raise ValueError(f"split must be test or val, got {cfg.split!r}")
+        raise InputError(f"split must be test or val, got {cfg.split!r}")
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     task = ClassifierModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")

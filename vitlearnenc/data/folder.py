@@ -35,6 +35,7 @@ import torch
 from vitlearnenc.data.base import DatasetNotFoundError, EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset
 from vitlearnenc.data.imagestore import DecodedTree, decode_tree, probe_size
+from vitlearnenc.errors import InputError
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.markers import MARKER_NAME, find_marker
@@ -71,7 +72,7 @@ class ImageFolderDataModule(EncryptedDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if train_dir == test_dir:
-            raise ValueError(f"data.train_dir and data.test_dir are both {train_dir!r}")
+            raise InputError(f"data.train_dir and data.test_dir are both {train_dir!r}")
         self.name = name
         self.root = None if root is None else Path(root)
         self.train_dir = train_dir
@@ -103,7 +104,7 @@ class ImageFolderDataModule(EncryptedDataModule):
     def load_split(self, split: str) -> UInt8ImageDataset:
         folders = {"train": self.train_dir, "test": self.test_dir}
         if split not in folders:
-            raise ValueError(f"image folders have the splits 'train' and 'test', not {split!r}")
+            raise InputError(f"image folders have the splits 'train' and 'test', not {split!r}")
         if self._labelled is None:
             self._labelled = self._load_labelled()
         if split not in self._labelled:
@@ -127,7 +128,7 @@ class ImageFolderDataModule(EncryptedDataModule):
 
     def _root(self) -> Path:
         if self.root is None:
-            raise ValueError(
+            raise InputError(
                 f"data.root is not set; point it to a folder or archive with {_LAYOUT}"
             )
         if not self.root.exists():
@@ -140,7 +141,7 @@ class ImageFolderDataModule(EncryptedDataModule):
 
     def _predict_source(self) -> Path:
         if self.predict_dir is None:
-            raise ValueError(
+            raise InputError(
                 "data.predict_dir is not set; point it to the folder of images to label"
             )
         if not self.predict_dir.exists():
@@ -161,7 +162,7 @@ class ImageFolderDataModule(EncryptedDataModule):
         marker = find_marker([root, *splits, *root.resolve().parents])
         name = self.cipher_name
         if marker is not None and self.cipher_class.keyed:
-            raise ValueError(
+            raise InputError(
                 f"{marker.path.parent} is already encrypted by vitlearnenc-encrypt "
                 f"({marker.describe()}); encrypting it again with cipher={name} is not the "
                 "method: use cipher=none (key=none) to train on it, or point data.root to the "
@@ -220,7 +221,7 @@ class ImageFolderDataModule(EncryptedDataModule):
             for name in names:
                 label = index.get(name.split("/", 1)[0])
                 if label is None:
-                    raise ValueError(
+                    raise InputError(
                         f"{where}/{name.split('/', 1)[0]} is not a class of the training split "
                         f"({len(classes)} classes under {root}/{class_source}); the splits must "
                         "use the same class folders"
@@ -310,7 +311,7 @@ def _stack(
         return torch.stack(images)
     if resize_to is None:
         other = tuple(images[odd].shape[-2:])
-        raise ValueError(
+        raise InputError(
             f"{where}/{names[odd]} is {other[0]}x{other[1]} but {where}/{names[0]} is "
             f"{size[0]}x{size[1]}; all images of a split must have one size: resize them "
             "beforehand (e.g. vitlearnenc-encrypt --resize S for encrypted data)"

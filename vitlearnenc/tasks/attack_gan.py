@@ -31,6 +31,7 @@ from vitlearnenc.attacks.registry import (
     InputKind,
     register_attack,
 )
+from vitlearnenc.errors import InputError
 from vitlearnenc.models import build_attack_net, build_classifier
 from vitlearnenc.tasks.attack_itn import RestorationTask, fit_and_restore, to_signed_unit
 
@@ -76,7 +77,7 @@ class SIAGANAttack(RestorationTask):
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"GAN loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+            raise InputError(f"GAN loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = _build(generator, build_attack_net)
