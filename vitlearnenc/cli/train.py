@@ -109,9 +109,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _loggable_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain containers. It names the key *source* (random/seed/file
     path), never key material, which lives only in the key file."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    return container
+    return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
 
 
 def _write_summary(
