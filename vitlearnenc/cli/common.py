@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from omegaconf import DictConfig
@@ -43,11 +44,12 @@ def one_line_errors(
         def run(cfg: DictConfig) -> _Result:
             try:
                 return task(cfg)
-            except APP_USER_ERRORS as error:
-                if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+            except Exception as error:
+                reason = user_error(error)
+                if reason is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                     raise
                 print(
-                    f"{prog}: error: {one_line(error)} (HYDRA_FULL_ERROR=1 shows the traceback)",
+                    f"{prog}: error: {one_line(reason)} (HYDRA_FULL_ERROR=1 shows the traceback)",
                     file=sys.stderr,
                 )
                 raise SystemExit(EXIT_USAGE) from None
@@ -55,6 +57,14 @@ def one_line_errors(
         return run
 
     return decorate
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The user error behind ``error`` (itself, or the project error that Hydra's
+    ``instantiate`` wrapped into an ``InstantiationException``), or None for a bug."""
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error if isinstance(error, APP_USER_ERRORS) else None
 
 
 def _in_multirun() -> bool:

@@ -2,7 +2,7 @@
 
 ``IN`` is one image file or a folder tree; ``OUT`` mirrors it with lossless PNGs (same relative
 paths, suffix ``.png``). Run by the data owner before handing images to a provider, who then
-trains with ``cipher=none`` on the encrypted folder.
+trains with ``cipher=pre_encrypted`` on the encrypted folder.
 
 Design for large folders (tens of thousands of small images):
 

@@ -1,7 +1,7 @@
 """``vitlearnenc-predict``: label a folder of encrypted images with a trained checkpoint.
 
 The provider's side: the folder was written by ``vitlearnenc-encrypt`` and this process holds
-no key (``cipher=none``, the default). Writes ``predictions.csv`` (file, label, class,
+no key (``cipher=pre_encrypted``, the default). Writes ``predictions.csv`` (file, label, class,
 confidence) to the run directory.
 
 Example::

@@ -144,7 +144,7 @@ class EncryptedDataModule(L.LightningDataModule):
             self._check_block_multiple((image_size, image_size))
         if self.cipher_class.pre_encrypted and augment:
             log.warning(
-                "cipher=none: the images are already encrypted, so augmentation is switched "
+                "cipher=pre_encrypted: the images are already encrypted, so augmentation is switched "
                 "off (a crop or flip of a ciphertext is not the ciphertext of a crop or flip)"
             )
             self.augment = False
@@ -239,8 +239,9 @@ class EncryptedDataModule(L.LightningDataModule):
             given = "both were set" if self.key_file is not None else "neither was set"
             raise InputError(
                 f"the {self.cipher_name!r} cipher needs exactly one key source, but {given}: "
-                "set data.key_file to a key file from vitlearnenc-keygen (key=file key.path=...) "
-                "or data.key_seed to an integer (key=seed key.seed=N; reproducible, not secret)"
+                "use key=file key.path=KEY with a key file from vitlearnenc-keygen (the "
+                "DataModule's key_file) or key=seed key.seed=N (its key_seed; reproducible, not "
+                "secret)"
             )
 
     def _check_block_multiple(self, size: tuple[int, int]) -> None:
@@ -248,7 +249,8 @@ class EncryptedDataModule(L.LightningDataModule):
         if size[0] % block or size[1] % block:
             raise InputError(
                 f"the images reach the cipher as {size[0]}x{size[1]}, which is not a multiple of "
-                f"the block size {block}; set data.image_size to a multiple of {block} or "
+                f"the block size {block}; set img_size (the DataModule's image_size) to a multiple of "
+                f"{block} or "
                 "choose a block size (cipher.block_size / the model's patch size) that divides it"
             )
 
@@ -266,10 +268,10 @@ class EncryptedDataModule(L.LightningDataModule):
             target = (self.image_size, self.image_size)
         if self.cipher_class.pre_encrypted and target != tuple(native):
             raise InputError(
-                f"the pre-encrypted images are {native[0]}x{native[1]} but data.image_size is "
-                f"{self.image_size}; resizing a ciphertext blends pixels of different blocks, so "
-                f"encrypt the plain images at that size instead (vitlearnenc-encrypt --resize "
-                f"{self.image_size}) or leave data.image_size unset"
+                f"the pre-encrypted images are {native[0]}x{native[1]} but img_size (the "
+                f"DataModule's image_size) is {self.image_size}; resizing a ciphertext blends "
+                f"pixels of different blocks, so set img_size={native[0]} or encrypt the plain "
+                f"images at that size (vitlearnenc-encrypt --resize {self.image_size})"
             )
         self._check_block_multiple(target)
         return target
@@ -281,7 +283,7 @@ class EncryptedDataModule(L.LightningDataModule):
             raise KeyMismatchError(
                 f"the {what} images reach the cipher as {size[0]}x{size[1]}, but it was built "
                 f"for {self.cipher.image_size[0]}x{self.cipher.image_size[1]}; give all splits "
-                "one size or set data.image_size to resize them"
+                "one size or set img_size (the DataModule's image_size) to resize them"
             )
 
     # ---------------------------------------------------------------------------- cipher
