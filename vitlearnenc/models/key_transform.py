@@ -222,8 +222,8 @@ def absorbable_permutations(
     cipher = _as_cipher(cipher_or_key)
     if isinstance(cipher, PreEncryptedCipher):
         raise ModelTransformError(
-            "cipher 'none' means the data was encrypted elsewhere; transform the model with the "
-            "data owner's key file instead"
+            f"cipher {cipher.name!r} means the data was encrypted elsewhere; transform the model "
+            "with the data owner's key file instead"
         )
     size = cipher.block_size
     height, width = cipher.image_size
