@@ -111,9 +111,10 @@ def test_a_toy_attack_runs_through_the_cli_path(toy_attacks: None, tmp_path: Pat
     assert context.public_images is not None and len(context.public_images) == 20
     # only what the attack declared: no pairs, no labels, no plain victim images
     assert context.known_plain is None and context.labels is None and context.victim_plain is None
-    assert context.cipher.name == "proposed" and context.cipher.key.fingerprint != summary[
-        "key_fingerprint"
-    ]  # a throw-away key, never the victim's
+    assert (
+        context.cipher.name == "proposed"
+        and context.cipher.key.fingerprint != summary["key_fingerprint"]
+    )  # a throw-away key, never the victim's
 
 
 def test_a_corpus_attack_gets_n_ciphertexts_of_the_victim_key(
