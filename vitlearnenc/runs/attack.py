@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import lightning as L
@@ -42,8 +42,9 @@ from vitlearnenc.attacks.registry import (
 from vitlearnenc.attacks.scoring import PSNR_CAP, restoration_scores, summarize
 from vitlearnenc.ciphers import Cipher, probe_cipher
 from vitlearnenc.data.attack import VictimData, encrypt_victim_sets, load_public_images
+from vitlearnenc.data.base import EncryptedDataModule
 from vitlearnenc.runs.build import build_datamodule, instantiate_loggers
-from vitlearnenc.runs.config import validate_config
+from vitlearnenc.runs.config import plain_dict, validate_config
 from vitlearnenc.runs.errors import ConfigError
 from vitlearnenc.runs.keys import resolve_key_source, victim_key
 from vitlearnenc.utils.files import write_json_atomic
@@ -61,6 +62,7 @@ def _subset(count: int, size: int, seed: int, what: str) -> torch.Tensor:
 
 
 def _count(settings: dict[str, Any], option: str | None, name: str) -> int:
+    """The size of an input: the attack option ``option``, which must be set."""
     if option is None or settings.get(option) is None:
         raise ConfigError(f"attack {name} needs attack.{option}=<number of images>")
     return int(settings[option])
@@ -74,10 +76,8 @@ def prepare_context(
     The DataModule that holds the key lives only inside this function. Returns the attack's
     context and, for scoring only, the victim data (with the plain test images).
     """
-    settings = OmegaConf.to_container(cfg.attack, resolve=True)
-    if not isinstance(settings, dict):
-        raise ConfigError("attack must be a config group (attack=fr, attack=itn, ...)")
-    datamodule = build_datamodule(cfg, run_dir)
+    settings = plain_dict(cfg.attack, "attack")
+    datamodule = cast(EncryptedDataModule, build_datamodule(cfg, run_dir))
     test_size = len(datamodule.load_split("test"))
     requested = settings.get("num_victim_images")
     num_victim = test_size if requested is None else int(requested)
@@ -102,7 +102,7 @@ def prepare_context(
         victim.key_fingerprint or "none",
         f", {num_train} training ciphertexts" if num_train else "",
     )
-    train: dict[str, Any] = {
+    by_kind: dict[InputKind | None, dict[str, Any]] = {
         InputKind.KNOWN_PAIRS: {
             "known_plain": victim.train_plain,
             "known_ciphertexts": victim.train_ciphertexts,
@@ -112,12 +112,12 @@ def prepare_context(
             "labels": victim.train_labels,
         },
         InputKind.VICTIM_CORPUS: {"corpus": victim.train_ciphertexts},
-    }.get(train_kind, {})  # type: ignore[call-overload]
-    options = OmegaConf.to_container(cfg.cipher.options, resolve=True)
+    }
+    train = by_kind.get(train_kind, {})
     context = AttackContext(
         victim_ciphertexts=victim.test_ciphertexts,
         cipher=cipher,
-        cipher_options=dict(options) if isinstance(options, dict) else {},
+        cipher_options=plain_dict(cfg.cipher.options, "cipher.options"),
         settings=settings,
         public_images=load_public_images(datamodule, pool[num_train:]) if num_public else None,
         victim_plain=victim.test_plain if InputKind.VICTIM_PLAIN in inputs else None,
@@ -135,7 +135,7 @@ def _log_results(
     }
     for logger in loggers:
         logger.log_metrics({k: float(v) for k, v in flat.items()})
-        experiment = getattr(logger, "experiment", None)
+        experiment: Any = getattr(logger, "experiment", None)
         if hasattr(experiment, "add_image"):  # TensorBoard
             experiment.add_image("attack/grid", grid, global_step=0)
         elif isinstance(logger, WandbLogger):
@@ -211,10 +211,8 @@ def attack(cfg: DictConfig, loggers: list[Logger] | None = None) -> dict[str, An
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     attack_ = get_attack(cfg.attack.kind)
-    options = OmegaConf.to_container(cfg.cipher.options, resolve=True)
-    cipher = probe_cipher(
-        cfg.cipher.name, int(cfg.img_size), int(cfg.cipher.block_size), **dict(options or {})
-    )
+    options = plain_dict(cfg.cipher.options, "cipher.options")
+    cipher = probe_cipher(cfg.cipher.name, int(cfg.img_size), int(cfg.cipher.block_size), **options)
     try:
         attack_.check_applicable(cipher)
     except NotApplicableError as error:
@@ -240,7 +238,7 @@ def attack(cfg: DictConfig, loggers: list[Logger] | None = None) -> dict[str, An
         make_trainer=lambda: hydra.utils.instantiate(cfg.trainer, logger=trainer_loggers or False),
     )
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # key source only
+        logger.log_hyperparams(plain_dict(cfg, "config"))  # key source only
     started = time.perf_counter()
     outcome = attack_.run(context)
     outcome.budget["seconds"] = round(time.perf_counter() - started, 2)

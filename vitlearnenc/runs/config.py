@@ -14,11 +14,17 @@ from vitlearnenc.ciphers.base import check_block_grid, parse_image_size
 from vitlearnenc.runs.errors import ConfigError
 
 
+def plain_dict(node: Any, what: str) -> dict[str, Any]:
+    """``node`` (a config group or mapping) as a resolved plain dict; ConfigError otherwise."""
+    container = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not isinstance(container, dict):
+        raise ConfigError(f"{what} must be a mapping, got {type(container).__name__}")
+    return {str(k): v for k, v in container.items()}
+
+
 def network_config(cfg: DictConfig) -> dict[str, Any]:
     """Keyword arguments of ``build_classifier`` from ``cfg.model`` and ``cfg.img_size``."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    if not isinstance(model, dict):
-        raise ConfigError(f"model must be a config group, got {type(model).__name__}")
+    model = plain_dict(cfg.model, "model")
     net = {
         "name": model["name"],
         "img_size": cfg.img_size,

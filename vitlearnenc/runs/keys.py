@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vitlearnenc.ciphers import get_cipher_class, load_key, save_key
 from vitlearnenc.ciphers.base import parse_image_size
 from vitlearnenc.ciphers.registry import generate_key
+from vitlearnenc.runs.config import plain_dict
 from vitlearnenc.runs.errors import ConfigError
 from vitlearnenc.utils.logging import RankedLogger
 
@@ -68,8 +69,6 @@ def victim_key(cfg: DictConfig, key_source: dict[str, Any]) -> Any:
     if "key_file" in key_source:
         return load_key(key_source["key_file"], cfg.cipher.name, size, block)
     if "key_seed" in key_source:
-        options = OmegaConf.to_container(cfg.cipher.options, resolve=True)
-        return generate_key(
-            cfg.cipher.name, size, block, seed=key_source["key_seed"], **dict(options or {})
-        )
+        options = plain_dict(cfg.cipher.options, "cipher.options")
+        return generate_key(cfg.cipher.name, size, block, seed=key_source["key_seed"], **options)
     return None
