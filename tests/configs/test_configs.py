@@ -11,15 +11,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.helpers.hydra import composed
-from vitlearnenc.cli.common import (
-    instantiate_callbacks,
-    instantiate_loggers,
-    network_config,
-    resolve_key_source,
-    validate_config,
-)
-from vitlearnenc.cli.train import build_datamodule
+from vitlearnenc.ciphers import canonical_cipher_name, get_cipher_class
 from vitlearnenc.models import build_classifier
+from vitlearnenc.runs.build import build_datamodule, instantiate_callbacks, instantiate_loggers
+from vitlearnenc.runs.config import network_config, validate_config
+from vitlearnenc.runs.keys import resolve_key_source
 from vitlearnenc.utils.paths import CONF_DIR
 
 BIN = Path(sys.executable).parent
@@ -38,14 +34,14 @@ def test_conf_dir_is_found_from_the_installed_package() -> None:
 
 @pytest.mark.parametrize("cipher", options("cipher"))
 def test_every_cipher_option_builds_its_datamodule(cipher: str, tmp_path: Path) -> None:
-    model = "resnet20_cifar" if cipher in {"le", "ele", "etc", "pe"} else "vit_micro"
-    key = "none" if cipher in {"plain", "none"} else "seed"
+    model = "resnet20_cifar" if cipher in {"le", "ele", "etc", "etc_gray", "pe"} else "vit_micro"
+    key = "seed" if get_cipher_class(cipher).keyed else "none"
     overrides = [f"cipher={cipher}", f"key={key}", "data=synthetic", f"model={model}"]
     with composed("train", overrides, tmp_path) as cfg:
         validate_config(cfg)
         datamodule = build_datamodule(cfg, tmp_path / "run")
         datamodule.setup("fit")
-        assert datamodule.cipher.name == cipher
+        assert datamodule.cipher.name == canonical_cipher_name(cipher)  # none: pre_encrypted
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -155,7 +151,8 @@ def test_console_scripts_print_their_config(script: str, args: list[str]) -> Non
 
 
 def test_slurm_layout_must_match_the_trainer(tmp_path: Path) -> None:
-    from vitlearnenc.cli.common import ConfigError, check_slurm_layout
+    from vitlearnenc.runs.config import check_slurm_layout
+    from vitlearnenc.runs.errors import ConfigError
 
     with composed("train", ["trainer=ddp"], tmp_path) as cfg:
         check_slurm_layout(cfg, {"SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NUM_NODES": "1"})

@@ -405,7 +405,8 @@ def test_one_line_errors_leave_multirun_jobs_to_hydra(tmp_path: Path) -> None:
     from hydra.types import RunMode
     from omegaconf import open_dict, read_write
 
-    from vitlearnenc.cli.common import ConfigError, one_line_errors
+    from vitlearnenc.cli.common import one_line_errors
+    from vitlearnenc.runs.errors import ConfigError
 
     @one_line_errors("prog")
     def task(cfg: object) -> None:

@@ -17,9 +17,10 @@ import torch
 from tests.helpers.hydra import composed
 from tests.reliability.helpers import TINY
 from vitlearnenc.ciphers import CipherKey, generate_key
-from vitlearnenc.cli.common import resolve_key_source
 from vitlearnenc.cli.evaluate import evaluate
-from vitlearnenc.cli.train import build_datamodule, train
+from vitlearnenc.cli.train import train
+from vitlearnenc.runs.build import build_datamodule
+from vitlearnenc.runs.keys import resolve_key_source
 
 SHORT = [
     *TINY,

@@ -12,9 +12,10 @@ import lightning as L
 import pytest
 import torch
 
+from vitlearnenc.attacks.scoring import PSNR_CAP, restoration_scores
 from vitlearnenc.ciphers import Cipher, CipherKey, build_cipher
 from vitlearnenc.data import SyntheticDataModule, make_synthetic_images
-from vitlearnenc.tasks.attack_data import (
+from vitlearnenc.data.attack import (
     GANDataModule,
     ITNDataModule,
     VictimData,
@@ -23,9 +24,7 @@ from vitlearnenc.tasks.attack_data import (
 )
 from vitlearnenc.tasks.attack_gan import SIAGANAttack
 from vitlearnenc.tasks.attack_itn import (
-    PSNR_CAP,
     ITNAttack,
-    restoration_scores,
     to_signed_unit,
     to_uint8,
 )

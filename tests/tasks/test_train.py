@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.helpers.hydra import composed
-from vitlearnenc.cli.common import ConfigError
 from vitlearnenc.cli.train import train
+from vitlearnenc.runs.errors import ConfigError
 from vitlearnenc.tasks.classifier import ClassifierModule
 
 SMALL = [

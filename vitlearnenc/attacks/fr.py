@@ -15,7 +15,9 @@ import itertools
 
 import torch
 
+from vitlearnenc.attacks.registry import AttackContext, AttackOutcome, register_attack
 from vitlearnenc.attacks.scoring import check_image_batch
+from vitlearnenc.errors import InputError
 
 #: the 6 colour orders x 8 NP patterns of one RGB pixel, as (gather index, XOR mask) pairs
 _ORDERS = torch.tensor(list(itertools.permutations(range(3))), dtype=torch.long)
@@ -93,7 +95,7 @@ def fr_advanced(
         restored[:, :, 0, 0] = torch.minimum(source[:, :, 0, 0], 255 - source[:, :, 0, 0])
     else:
         if len(first_pixel) != 3 or not all(0 <= int(v) <= 255 for v in first_pixel):
-            raise ValueError(f"first_pixel must be three values in 0..255, got {first_pixel!r}")
+            raise InputError(f"first_pixel must be three values in 0..255, got {first_pixel!r}")
         restored[:, :, 0, 0] = torch.tensor(first_pixel, dtype=torch.int16, device=device)
     row_zero = candidates(source[:, :, 0, :])
     for col in range(1, width):
@@ -105,3 +107,16 @@ def fr_advanced(
             candidates(source[:, :, row, :]), restored[:, :, row - 1, :]
         )
     return restored.to(torch.uint8)
+
+
+@register_attack("fr")
+def run_fr(context: AttackContext) -> AttackOutcome:
+    """FR-Attack (basic) on the victim ciphertexts; any cipher of the plain layout."""
+    rescale = bool(context.settings.get("rescale", False))
+    return AttackOutcome(fr_basic(context.victim_ciphertexts, rescale=rescale))
+
+
+@register_attack("fr_advanced")
+def run_fr_advanced(context: AttackContext) -> AttackOutcome:
+    """FR-Attack (advanced) on the victim ciphertexts; any cipher of the plain layout."""
+    return AttackOutcome(fr_advanced(context.victim_ciphertexts))

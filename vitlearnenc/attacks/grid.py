@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vitlearnenc.attacks.scoring import check_image_batch
+from vitlearnenc.errors import InputError
 
 
 def save_attack_grid(
@@ -82,18 +83,18 @@ def _attack_figure(
 ) -> Figure:
     columns = {"plain": plain, "encrypted": encrypted, **restored}
     if len(columns) != 2 + len(restored):
-        raise ValueError("attack names 'plain' and 'encrypted' are reserved for the first columns")
+        raise InputError("attack names 'plain' and 'encrypted' are reserved for the first columns")
     for name, images in columns.items():
         check_image_batch(images, name)
     unknown = set(scores) - set(restored)
     if unknown:
-        raise ValueError(f"scores given for attacks without restored images: {sorted(unknown)}")
+        raise InputError(f"scores given for attacks without restored images: {sorted(unknown)}")
     if max_images < 1:
-        raise ValueError(f"max_images must be positive, got {max_images}")
+        raise InputError(f"max_images must be positive, got {max_images}")
     rows = min([max_images] + [len(images) for images in columns.values()])
     for name, values in scores.items():
         if values.ndim != 1 or len(values) < rows:
-            raise ValueError(f"scores[{name!r}] must be a 1-D tensor with one value per image")
+            raise InputError(f"scores[{name!r}] must be a 1-D tensor with one value per image")
 
     cell = 1.3  # inches per image
     figure = Figure(figsize=(cell * len(columns), cell * rows + 0.4), dpi=100, layout="constrained")

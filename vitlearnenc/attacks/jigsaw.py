@@ -23,13 +23,23 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from vitlearnenc.attacks.registry import (
+    AttackContext,
+    AttackOutcome,
+    Input,
+    InputKind,
+    register_attack,
+)
 from vitlearnenc.attacks.scoring import check_image_batch
+from vitlearnenc.ciphers.base import Cipher, Structure
 from vitlearnenc.ciphers.keys import CipherKey
 from vitlearnenc.ciphers.proposed import ProposedCipher
+from vitlearnenc.errors import InputError
 
 #: directions of a neighbour relative to a piece: j is right of / below / left of / above i
 _RIGHT, _DOWN, _LEFT, _UP = range(4)
@@ -57,7 +67,7 @@ def solve_block_puzzle(encrypted: torch.Tensor, block_size: int) -> np.ndarray:
         is estimated to be plain block ``estimate[i]`` (blocks row-major).
     """
     if encrypted.ndim != 3:
-        raise ValueError(
+        raise InputError(
             f"encrypted must be one (C, H, W) image, got shape {tuple(encrypted.shape)}"
         )
     check_image_batch(encrypted.unsqueeze(0), "encrypted")
@@ -243,7 +253,7 @@ def estimate_pixel_perm(encrypted_batch: torch.Tensor, block_size: int) -> np.nd
     check_image_batch(encrypted_batch, "encrypted_batch")
     _block_grid(tuple(encrypted_batch.shape[-2:]), block_size)
     if block_size % 2:
-        raise ValueError(f"the proposed cipher needs an even block size, got {block_size}")
+        raise InputError(f"the proposed cipher needs an even block size, got {block_size}")
     side = block_size // 2
     if side == 1:
         return np.zeros(1, dtype=np.int64)
@@ -442,7 +452,7 @@ def symmetry_between(estimate: np.ndarray, pixel_perm: np.ndarray) -> str | None
     estimate, pixel_perm = np.asarray(estimate), np.asarray(pixel_perm)
     side = math.isqrt(pixel_perm.size)
     if side * side != pixel_perm.size or estimate.shape != pixel_perm.shape:
-        raise ValueError("estimate and pixel_perm must be permutations of the same square size")
+        raise InputError("estimate and pixel_perm must be permutations of the same square size")
     for name, mapping in square_symmetries(side).items():
         if np.array_equal(mapping[pixel_perm], estimate):
             return name
@@ -456,7 +466,7 @@ def direct_accuracy(estimate: np.ndarray, true_block_perm: np.ndarray) -> float:
     """Fraction of blocks put in their right place (direct comparison, Cho et al. 2010)."""
     estimate, truth = np.asarray(estimate), np.asarray(true_block_perm)
     if estimate.shape != truth.shape:
-        raise ValueError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
+        raise InputError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
     return float(np.mean(estimate == truth))
 
 
@@ -466,10 +476,10 @@ def _placement_inputs(
     """The arrays and the grid of a placement score, checked against each other."""
     estimate, truth = np.asarray(estimate), np.asarray(true_block_perm)
     if estimate.shape != truth.shape:
-        raise ValueError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
+        raise InputError(f"estimate {estimate.shape} and truth {truth.shape} differ in length")
     grid_h, grid_w = grid or _square_grid(truth.size)
     if grid_h * grid_w != truth.size:
-        raise ValueError(f"a {grid_h}x{grid_w} grid does not hold {truth.size} blocks")
+        raise InputError(f"a {grid_h}x{grid_w} grid does not hold {truth.size} blocks")
     return estimate, truth, (grid_h, grid_w)
 
 
@@ -612,7 +622,7 @@ def _pieces(image: np.ndarray, block_size: int) -> np.ndarray:
 def _block_grid(size: tuple[int, ...], block_size: int) -> tuple[int, int]:
     height, width = size
     if block_size <= 1 or height % block_size or width % block_size:
-        raise ValueError(
+        raise InputError(
             f"block size {block_size} must be at least 2 and divide the image size {height}x{width}"
         )
     return height // block_size, width // block_size
@@ -621,5 +631,65 @@ def _block_grid(size: tuple[int, ...], block_size: int) -> tuple[int, int]:
 def _square_grid(count: int) -> tuple[int, int]:
     side = math.isqrt(count)
     if side * side != count:
-        raise ValueError(f"{count} blocks do not form a square grid; pass grid=(rows, cols)")
+        raise InputError(f"{count} blocks do not form a square grid; pass grid=(rows, cols)")
     return side, side
+
+
+def _jigsaw_inputs(cipher: Cipher) -> tuple[Input, ...]:
+    """The EtC solver orients its reassemblies with a prior from public plain images."""
+    if cipher.structure == Structure.ETC_BLOCKS:
+        return (Input(InputKind.PUBLIC_IMAGES, "num_public_images"),)
+    return ()
+
+
+def score_jigsaw(estimate: Any, key: CipherKey) -> dict[str, Any]:
+    """How much of the victim key a jigsaw reassembly got right (researcher side)."""
+    from vitlearnenc.attacks.jigsaw_etc import EtCJigsawResult, placement_scores
+
+    if isinstance(estimate, EtCJigsawResult):
+        scores = [placement_scores(p, key["block_perm"]) for p in estimate.block_positions]
+        return {
+            f"block_{name}_mean_best_orientation": float(np.mean([s[name] for s in scores]))
+            for name in ("direct", "neighbour", "largest_component")
+        }
+    truth_blocks, truth_pixels = key["block_perm"], key["pixel_perm"]
+    direct = [direct_accuracy(perm, truth_blocks) for perm in estimate.block_perms]
+    neighbour = [neighbour_accuracy(perm, truth_blocks) for perm in estimate.block_perms]
+    component = [largest_component(perm, truth_blocks) for perm in estimate.block_perms]
+    return {
+        "pixel_perm_exact": bool(np.array_equal(estimate.pixel_perm, truth_pixels)),
+        "pixel_perm_fraction": float(np.mean(estimate.pixel_perm == truth_pixels)),
+        "pixel_perm_symmetry": symmetry_between(estimate.pixel_perm, truth_pixels),
+        "block_direct_mean": float(np.mean(direct)),
+        "block_neighbour_mean": float(np.mean(neighbour)),
+        "block_largest_component_mean": float(np.mean(component)),
+        "images_all_blocks_right": float(np.mean(np.asarray(direct) == 1.0)),
+    }
+
+
+def _jigsaw_applies(cipher: Cipher) -> str | None:
+    if cipher.structure in (Structure.PIXEL_SHUFFLED_BLOCKS, Structure.ETC_BLOCKS):
+        return None
+    if cipher.structure_note:
+        return cipher.structure_note
+    return (
+        "the solvers reassemble scrambled blocks whose content is intact up to one shared, "
+        "channel-tied pixel shuffle (the proposed cipher) or up to a rotation/flip, "
+        f"negation and colour order per block (EtC); {cipher.name} has no such blocks"
+    )
+
+
+@register_attack("jigsaw", applies=_jigsaw_applies, inputs=_jigsaw_inputs, score_key=score_jigsaw)
+def run_jigsaw(context: AttackContext) -> AttackOutcome:
+    """The jigsaw solver of the cipher's structure on the victim ciphertexts."""
+    block = context.cipher.block_size
+    if context.cipher.structure == Structure.ETC_BLOCKS:
+        from vitlearnenc.attacks.jigsaw_etc import ImagePrior, solve_etc_jigsaw
+
+        public = context.public_images
+        prior = ImagePrior.fit(public) if public is not None else None
+        etc_result = solve_etc_jigsaw(context.victim_ciphertexts, block, prior)
+        budget = {"prior_images": 0 if public is None else len(public)}
+        return AttackOutcome(etc_result.restored, estimate=etc_result, budget=budget)
+    result = solve_jigsaw(context.victim_ciphertexts, block)
+    return AttackOutcome(result.restored, estimate=result)

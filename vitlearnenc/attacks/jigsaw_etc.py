@@ -39,6 +39,7 @@ from vitlearnenc.attacks.jigsaw import (
     square_symmetries,
 )
 from vitlearnenc.attacks.scoring import check_image_batch
+from vitlearnenc.errors import InputError
 
 _DIHEDRAL = 8
 _MAX_VALUE = 255.0
@@ -205,7 +206,7 @@ def solve_etc_jigsaw(
     check_image_batch(encrypted_batch, "encrypted_batch")
     height, width = encrypted_batch.shape[-2:]
     if prior is not None and (height != width or prior.mean.shape != encrypted_batch.shape[1:]):
-        raise ValueError(
+        raise InputError(
             f"the prior ({prior.mean.shape}) must match square ciphertexts "
             f"({tuple(encrypted_batch.shape[1:])}); fit it to public images of the same size"
         )
@@ -224,7 +225,7 @@ def placement_scores(positions: np.ndarray, true_block_perm: np.ndarray) -> dict
     grid: the solver cannot know the global orientation, the prior chooses it afterwards."""
     side = math.isqrt(len(true_block_perm))
     if side * side != len(true_block_perm):
-        raise ValueError(f"{len(true_block_perm)} blocks do not form a square grid")
+        raise InputError(f"{len(true_block_perm)} blocks do not form a square grid")
     scores = {"direct": 0.0, "neighbour": 0.0, "largest_component": 0.0}
     for mapping in square_symmetries(side).values():
         moved = mapping[positions]

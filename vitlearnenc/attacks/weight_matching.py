@@ -28,6 +28,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from vitlearnenc.ciphers.keys import CipherKey
+from vitlearnenc.errors import InputError
 from vitlearnenc.models.key_transform import (
     VitEmbeddingLayout,
     embedding_parameters,
@@ -149,17 +150,17 @@ def recover_key_from_weights(
             embedding_parameters(public), embedding_parameters(transformed), strict=True
         )
     ):
-        raise ValueError(
+        raise InputError(
             f"the transformed model's embeddings ({other}) do not match the public model's "
             f"({layout}); compare a model with the public architecture it was derived from"
         )
     if block_size is not None and block_size != layout.patch_size:
-        raise ValueError(
+        raise InputError(
             f"block size {block_size} differs from the models' patch size {layout.patch_size}; "
             "the transformation only exists for block size = patch size"
         )
     if layout.patch_size % 2:
-        raise ValueError(
+        raise InputError(
             f"patch size {layout.patch_size} is odd; the proposed cipher needs even blocks"
         )
     public_pos, public_weight = _embeddings(public, layout)

@@ -5,9 +5,9 @@ Hydra or wandb in this package."""
 from vitlearnenc.ciphers.base import (
     Cipher,
     CipherInputError,
-    GatherPlan,
     IndexCipher,
     NotInvertibleError,
+    Structure,
 )
 from vitlearnenc.ciphers.ele import ELECipher
 from vitlearnenc.ciphers.etc import EtCCipher, EtCGrayCipher
@@ -21,28 +21,19 @@ from vitlearnenc.ciphers.keys import (
 from vitlearnenc.ciphers.le import LECipher
 from vitlearnenc.ciphers.pe import PECipher
 from vitlearnenc.ciphers.plain import PlainCipher, PreEncryptedCipher
+from vitlearnenc.ciphers.plan import GatherPlan
 from vitlearnenc.ciphers.proposed import ProposedCipher
 from vitlearnenc.ciphers.registry import (
     UnknownCipherError,
     build_cipher,
+    canonical_cipher_name,
     generate_key,
     get_cipher_class,
     list_ciphers,
     load_key,
+    probe_cipher,
     register_cipher,
 )
-
-for _cls in (
-    PlainCipher,
-    PreEncryptedCipher,
-    ProposedCipher,
-    LECipher,
-    ELECipher,
-    EtCCipher,
-    EtCGrayCipher,
-    PECipher,
-):
-    register_cipher(_cls)
 
 __all__ = [
     "Cipher",
@@ -61,12 +52,15 @@ __all__ = [
     "PlainCipher",
     "PreEncryptedCipher",
     "ProposedCipher",
+    "Structure",
     "UnknownCipherError",
     "build_cipher",
+    "canonical_cipher_name",
     "generate_key",
     "get_cipher_class",
     "list_ciphers",
     "load_key",
+    "probe_cipher",
     "read_key_file",
     "register_cipher",
     "save_key",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,13 +22,15 @@ import torch
 
 from vitlearnenc.ciphers.fastpath import GatherKernel, Kernel
 from vitlearnenc.ciphers.keys import CipherKey, KeyMismatchError, KeyRNG
+from vitlearnenc.ciphers.plan import GatherPlan
+from vitlearnenc.errors import InputError, VitlearnencError
 
 
-class CipherInputError(ValueError):
+class CipherInputError(VitlearnencError, ValueError):
     """Images that a cipher cannot process (wrong shape, size or dtype)."""
 
 
-class NotInvertibleError(RuntimeError):
+class NotInvertibleError(VitlearnencError, RuntimeError):
     """``decrypt`` called on a cipher (or mode) that has no inverse."""
 
 
@@ -39,7 +40,7 @@ def parse_image_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int
         return (image_size, image_size)
     size = tuple(int(v) for v in image_size)
     if len(size) != 2:
-        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+        raise InputError(f"image_size must be an int or (H, W), got {image_size!r}")
     return size  # type: ignore[return-value]
 
 
@@ -47,7 +48,7 @@ def check_block_grid(image_size: tuple[int, int], block_size: int) -> tuple[int,
     """Return the block grid (H/M, W/M), or raise a clear error if M does not divide H and W."""
     height, width = image_size
     if block_size <= 0:
-        raise ValueError(f"block size must be positive, got {block_size}")
+        raise InputError(f"block size must be positive, got {block_size}")
     if height % block_size or width % block_size:
         raise CipherInputError(
             f"image size {height}x{width} is not a multiple of the block size {block_size}; "
@@ -62,20 +63,66 @@ def log2_factorial(n: int) -> float:
     return math.lgamma(n + 1) / math.log(2)
 
 
+class Structure:
+    """Names of the key structures that structure-specific attacks exploit
+    (:attr:`Cipher.structure`); an attack declares the structures it can solve."""
+
+    #: scrambled blocks whose pixels all went through one shared, channel-tied pixel shuffle
+    #: (the proposed cipher without ``channel_mix``): jigsaw solving, known-plaintext recovery
+    PIXEL_SHUFFLED_BLOCKS = "pixel_shuffled_blocks"
+    #: scrambled blocks, each rotated/flipped, maybe negated and colour-shuffled as a whole
+    #: (EtC with ``etc_channel_mode=permute``): the EtC jigsaw solver
+    ETC_BLOCKS = "etc_blocks"
+    #: one nibble permutation + negation shared by every block (LE): known-plaintext recovery
+    SHARED_NIBBLE_PERMUTATION = "shared_nibble_permutation"
+
+
 class Cipher(ABC):
     """A keyed, batched, device-agnostic image transform on ``(B, C, H, W)`` tensors.
 
     Subclasses set ``name`` (the registry name), implement :meth:`generate_key`,
     :meth:`validate_key`, :meth:`encrypt`, :meth:`decrypt`, :meth:`key_space_bits` and
-    :meth:`is_patch_aligned`.
+    :meth:`is_patch_aligned`, and declare their **capabilities** below. Code outside
+    ``ciphers/`` decides what to do with a cipher from these attributes, never from its name
+    (a test enforces it). Attributes without ``ClassVar`` are class defaults that an instance
+    may change for a mode of its key (as PE does for ``per_image_keys``), so read them on an
+    instance, e.g. one built from a throw-away key with the configured options
+    (:func:`~vitlearnenc.ciphers.registry.probe_cipher`).
     """
 
     name: ClassVar[str]
+    #: other names the registry accepts for this cipher, each with a deprecation warning
+    aliases: ClassVar[tuple[str, ...]] = ()
     #: whether ``decrypt`` is the exact inverse of ``encrypt`` (on uint8 input); a class default
     #: that an instance may turn off for a non-invertible mode of its key
     invertible: bool = True
-    #: whether the cipher needs a key at all (``plain`` and ``none`` do not)
+    #: whether the cipher needs a key at all (``plain`` and ``pre_encrypted`` do not)
     keyed: ClassVar[bool] = True
+    #: the input is already encrypted by the data owner (``pre_encrypted``): no key, no
+    #: plain-domain augmentation, no resize, nothing to decrypt in this process
+    pre_encrypted: ClassVar[bool] = False
+    #: whether every image gets its own fresh key (PE's default mode): a known pair or a
+    #: corpus of ciphertexts says nothing about the key of another image
+    per_image_keys: bool = False
+    #: whether a ViT's weights can absorb the key (``model.key_adapt=true``,
+    #: :func:`~vitlearnenc.models.key_transform.transform_vit`): the cipher is
+    #: ``y_i = A x_pi(i)``, one linear map A shared by all blocks after a block permutation pi
+    absorbable_by_vit: bool = False
+    #: whether a ViT must use patch size = block size with this cipher (an error, not a warning,
+    #: when the configured model's patches do not align)
+    requires_patch_alignment: ClassVar[bool] = False
+    #: the key structure that structure-specific attacks exploit (a :class:`Structure` name),
+    #: or None
+    structure: str | None = None
+    #: why this key's mode lacks the structure of its class (for the reports of the attacks
+    #: that need it), or None
+    structure_note: str | None = None
+
+    @classmethod
+    def fixed_key_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` for a key that serves a whole group of images (an attacker who draws one
+        key per group); a cipher with a per-image-key mode switches that mode off here."""
+        return dict(options)
 
     def __init__(self, key: CipherKey) -> None:
         if key.method != self.name:
@@ -148,33 +195,6 @@ class Cipher(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.key!r})"
-
-
-@dataclass(frozen=True)
-class GatherPlan:
-    """One key's transform as a gather over flattened values plus a negation mask.
-
-    ``out.flatten(1)[:, j] = in.flatten(1)[:, index[j]]``, then values where ``negate[j]`` are
-    mapped ``v -> max - v``. ``spatial`` plans index H*W pixel positions and act on every channel
-    alike; otherwise they index the C*H*W values.
-    """
-
-    index: np.ndarray
-    negate: np.ndarray | None
-    spatial: bool
-
-    def __post_init__(self) -> None:
-        if self.spatial and self.negate is not None:
-            # a spatial plan acts on every channel alike; a per-value mask needs a value plan
-            raise ValueError(
-                "a spatial GatherPlan cannot carry a negation mask; index C*H*W values"
-            )
-
-    def inverse(self) -> GatherPlan:
-        """The plan of the inverse transform: gather by ``argsort(index)``, negation moved along."""
-        inverse_index = np.argsort(self.index, kind="stable")
-        negate = None if self.negate is None else self.negate[inverse_index]
-        return GatherPlan(inverse_index, negate, self.spatial)
 
 
 class IndexCipher(Cipher):

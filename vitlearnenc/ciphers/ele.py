@@ -20,6 +20,7 @@ from vitlearnenc.ciphers.nibbles import (
     nibble_key_bits,
     nibble_plan,
 )
+from vitlearnenc.ciphers.registry import register_cipher
 from vitlearnenc.ciphers.validation import (
     check_channels_option,
     check_fields,
@@ -29,6 +30,7 @@ from vitlearnenc.ciphers.validation import (
 )
 
 
+@register_cipher
 class ELECipher(NibbleCipher):
     """Madono's ELE: per-block LE keys, then block scrambling.
 

@@ -33,12 +33,15 @@ from vitlearnenc.ciphers.base import (
     GatherPlan,
     IndexCipher,
     NotInvertibleError,
+    Structure,
     block_grid_index,
     check_block_grid,
     log2_factorial,
 )
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_permutation, check_range
+from vitlearnenc.ciphers.registry import register_cipher
 from vitlearnenc.ciphers.validation import check_fields, reject_unknown_options
+from vitlearnenc.errors import InputError
 
 #: colour permutation codes of the reference code's ``channel_change`` (code 0 = identity):
 #: output channel c is input channel ``COLOUR_PERMUTATIONS[code][c]``.
@@ -164,6 +167,7 @@ class _BlockwiseEtC(IndexCipher):
         return patch_size == self.block_size
 
 
+@register_cipher
 class EtCCipher(_BlockwiseEtC):
     """Colour block-wise EtC: scrambling, rotation/flip, NP and colour shuffling per block.
 
@@ -181,11 +185,17 @@ class EtCCipher(_BlockwiseEtC):
 
     name = "etc"
     colour_shuffle = True
+    structure: str | None = Structure.ETC_BLOCKS
 
     def __init__(self, key: CipherKey) -> None:
         super().__init__(key)
         if self.channel_mode == "original":
-            self.invertible = False  # per key; the class flag is the default
+            self.invertible = False  # per key; the class flags are the defaults
+            self.structure = None
+            self.structure_note = (
+                "etc_channel_mode=original duplicates colour channels, so its pieces are not "
+                "rotated/flipped/negated/colour-shuffled views of the plain blocks"
+            )
 
     @classmethod
     def generate_key(
@@ -198,7 +208,7 @@ class EtCCipher(_BlockwiseEtC):
     ) -> CipherKey:
         reject_unknown_options(cls.name, options)
         if etc_channel_mode not in CHANNEL_MODES:
-            raise ValueError(
+            raise InputError(
                 f"etc_channel_mode must be one of {', '.join(CHANNEL_MODES)}, got {etc_channel_mode!r}"
             )
         material = cls._draw(image_size, block_size, rng)
@@ -235,6 +245,7 @@ class EtCCipher(_BlockwiseEtC):
         return super().decrypt(images)
 
 
+@register_cipher
 class EtCGrayCipher(_BlockwiseEtC):
     """Grayscale-based EtC: R, G and B side by side as one H x 3W image, then per block
     scrambling, rotation/flip and NP (no colour shuffling).

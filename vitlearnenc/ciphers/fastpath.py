@@ -46,13 +46,12 @@ torch, so the same code runs on any device; callers cache one kernel per (plan, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:  # base imports this module
-    from vitlearnenc.ciphers.base import GatherPlan
+from vitlearnenc.ciphers.plan import GatherPlan
 
 #: integer dtype that moves ``n`` bytes as one gathered element
 _UNIT_DTYPES = {2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -194,7 +193,7 @@ class RowGather:
 
 @dataclass(frozen=True)
 class GatherKernel:
-    """A :class:`~vitlearnenc.ciphers.base.GatherPlan` ready to run on one device and dtype.
+    """A :class:`~vitlearnenc.ciphers.plan.GatherPlan` ready to run on one device and dtype.
 
     Attributes:
         move: the plan's index over units of ``width`` values (:class:`RowGather`).

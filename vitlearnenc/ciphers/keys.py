@@ -32,16 +32,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vitlearnenc.errors import InputError, VitlearnencError
+
 KEY_FORMAT = "vitlearnenc-key"
 KEY_VERSION = 1
 _RESERVED = {"format", "version", "method", "image_size", "block_size", "options", "checksum"}
 
 
-class KeyFileError(ValueError):
+class KeyFileError(VitlearnencError, ValueError):
     """A key file that cannot be read, is corrupt, or does not fit its use."""
 
 
-class KeyMismatchError(ValueError):
+class KeyMismatchError(VitlearnencError, ValueError):
     """A valid key used with images or a cipher it was not made for."""
 
 
@@ -87,7 +89,7 @@ class SeededKeyRNG:
 
     def __init__(self, seed: int) -> None:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"key seed must be a non-negative integer, got {seed!r}")
+            raise InputError(f"key seed must be a non-negative integer, got {seed!r}")
         self._rng = np.random.Generator(
             np.random.PCG64(np.random.SeedSequence([int(seed), self._DOMAIN_TAG]))
         )

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from vitlearnenc.ciphers.base import GatherPlan, check_block_grid
+from vitlearnenc.ciphers.base import GatherPlan, Structure, check_block_grid
 from vitlearnenc.ciphers.keys import CipherKey, KeyRNG, check_permutation
 from vitlearnenc.ciphers.nibbles import NibbleCipher, nibble_key_bits, nibble_plan
+from vitlearnenc.ciphers.registry import register_cipher
 from vitlearnenc.ciphers.validation import (
     check_channels_option,
     check_fields,
@@ -30,6 +31,7 @@ from vitlearnenc.ciphers.validation import (
 )
 
 
+@register_cipher
 class LECipher(NibbleCipher):
     """Tanaka's LE: nibble split, keyed reversal + permutation, one key for all blocks.
 
@@ -43,6 +45,7 @@ class LECipher(NibbleCipher):
     """
 
     name = "le"
+    structure: str | None = Structure.SHARED_NIBBLE_PERMUTATION
 
     @classmethod
     def generate_key(

@@ -139,8 +139,8 @@ class NibbleCipher(IndexCipher):
         ``index_select`` over the nibble vector, XOR, merge."""
         batch = images.shape[0]
         plan, index, _ = self._device_plan(direction, channels, images.device, torch.uint8)
-        assert plan.negate is not None
-        mask = torch.as_tensor(plan.negate.astype(np.uint8) * 15, device=images.device)
+        negate = plan.negate if plan.negate is not None else np.zeros(plan.index.size, bool)
+        mask = torch.as_tensor(negate.astype(np.uint8) * 15, device=images.device)
         if images.dtype == torch.uint8:
             values = images
         else:

@@ -30,12 +30,15 @@ from vitlearnenc.ciphers.base import (
 from vitlearnenc.ciphers.etc import COLOUR_PERMUTATIONS
 from vitlearnenc.ciphers.fastpath import as_integers, chunk_size, flag_operands, negate_
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_range
+from vitlearnenc.ciphers.registry import register_cipher
 from vitlearnenc.ciphers.validation import check_fields, check_geometry, reject_unknown_options
+from vitlearnenc.errors import InputError
 
 #: inverse colour permutations: plain channel c = encrypted channel ``_INVERSE[code][c]``
 _INVERSE_PERMUTATIONS = np.argsort(COLOUR_PERMUTATIONS, axis=1)
 
 
+@register_cipher
 class PECipher(IndexCipher):
     """Pixel-wise NP of every colour value + per-pixel colour shuffling.
 
@@ -60,8 +63,13 @@ class PECipher(IndexCipher):
     def __init__(self, key: CipherKey) -> None:
         super().__init__(key)
         self._tables: dict[str, torch.Tensor] = {}
+        self.per_image_keys = bool(key.options["per_image_keys"])
         if self.per_image_keys:
-            self.invertible = False  # per key; the class flag is the default
+            self.invertible = False  # per key; the class flags are the defaults
+
+    @classmethod
+    def fixed_key_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        return {**options, "per_image_keys": False}
 
     @classmethod
     def generate_key(
@@ -74,7 +82,7 @@ class PECipher(IndexCipher):
     ) -> CipherKey:
         reject_unknown_options(cls.name, options)
         if not isinstance(per_image_keys, bool):
-            raise ValueError(f"per_image_keys must be True or False, got {per_image_keys!r}")
+            raise InputError(f"per_image_keys must be True or False, got {per_image_keys!r}")
         check_block_grid(image_size, block_size)
         pixels = image_size[0] * image_size[1]
         material = (
@@ -105,10 +113,6 @@ class PECipher(IndexCipher):
         pixels = key.image_size[0] * key.image_size[1]
         check_range(key["negate"], 3 * pixels, 2, "negate")
         check_range(key["channel_perm"], pixels, len(COLOUR_PERMUTATIONS), "channel_perm")
-
-    @property
-    def per_image_keys(self) -> bool:
-        return bool(self.key.options["per_image_keys"])
 
     def build_plan(self, channels: int) -> GatherPlan:
         if self.per_image_keys:

@@ -1,4 +1,4 @@
-"""Identity ciphers: ``plain`` (no encryption, the accuracy ceiling) and ``none`` (the data is
+"""Identity ciphers: ``plain`` (no encryption, the accuracy ceiling) and ``pre_encrypted`` (the data is
 already encrypted on the owner's side, so the provider's process holds no key)."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ import torch
 
 from vitlearnenc.ciphers.base import Cipher, check_block_grid
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG
+from vitlearnenc.ciphers.registry import register_cipher
 from vitlearnenc.ciphers.validation import reject_unknown_options
 
 
+@register_cipher
 class PlainCipher(Cipher):
     """No encryption. Its "key" carries only the image and block size, no material."""
 
@@ -46,16 +48,20 @@ class PlainCipher(Cipher):
         return True
 
 
+@register_cipher
 class PreEncryptedCipher(PlainCipher):
-    """Identity on data that the data owner encrypted beforehand (``cipher=none``)."""
+    """Identity on data that the data owner encrypted beforehand (``cipher=pre_encrypted``;
+    ``cipher=none`` is its deprecated alias)."""
 
-    name = "none"
+    name = "pre_encrypted"
+    aliases = ("none",)
     invertible = False
+    pre_encrypted = True
 
     def decrypt(self, images: torch.Tensor) -> torch.Tensor:
         from vitlearnenc.ciphers.base import NotInvertibleError
 
         raise NotInvertibleError(
-            "cipher 'none' means the images were encrypted elsewhere; only the data owner can "
+            "cipher 'pre_encrypted' means the images were encrypted elsewhere; only the data owner can "
             "decrypt them (vitlearnenc-decrypt --key KEY)"
         )

@@ -22,14 +22,18 @@ import numpy as np
 from vitlearnenc.ciphers.base import (
     GatherPlan,
     IndexCipher,
+    Structure,
     block_grid_index,
     check_block_grid,
     log2_factorial,
 )
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError, KeyRNG, check_permutation
+from vitlearnenc.ciphers.registry import register_cipher
 from vitlearnenc.ciphers.validation import check_fields, check_geometry, reject_unknown_options
+from vitlearnenc.errors import InputError
 
 
+@register_cipher
 class ProposedCipher(IndexCipher):
     """Block scrambling (K1) + shared sub-block pixel shuffling (K2).
 
@@ -39,6 +43,19 @@ class ProposedCipher(IndexCipher):
     """
 
     name = "proposed"
+    #: with or without ``channel_mix``: one in-block value permutation shared by every block
+    absorbable_by_vit = True
+    requires_patch_alignment = True
+    structure: str | None = Structure.PIXEL_SHUFFLED_BLOCKS
+
+    def __init__(self, key: CipherKey) -> None:
+        super().__init__(key)
+        if self.channel_mix:  # per key; the class default is the channel-tied shuffle
+            self.structure = None
+            self.structure_note = (
+                "channel_mix=true shuffles values across colour channels, so blocks are not "
+                "channel-tied pixel shuffles of the plain blocks"
+            )
 
     @classmethod
     def generate_key(
@@ -136,7 +153,7 @@ class ProposedCipher(IndexCipher):
 
 def _check_even(block_size: int) -> None:
     if block_size % 2:
-        raise ValueError(
+        raise InputError(
             f"the proposed cipher splits each block into four sub-blocks, so the block size must "
             f"be even, got {block_size}"
         )

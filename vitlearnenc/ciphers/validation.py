@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from vitlearnenc.ciphers.base import check_block_grid
 from vitlearnenc.ciphers.keys import CipherKey, KeyFileError
+from vitlearnenc.errors import InputError, UnknownOptionError
 
 
 def key_channels(key: CipherKey) -> int:
@@ -39,10 +40,11 @@ def check_geometry(key: CipherKey) -> tuple[int, int]:
 def check_channels_option(channels: int) -> None:
     """Raise ValueError unless the ``channels`` key-generation option is a positive integer."""
     if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
-        raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        raise InputError(f"channels must be a positive integer, got {channels!r}")
 
 
 def reject_unknown_options(method: str, options: dict[str, object]) -> None:
-    """Raise TypeError naming any key-generation option the ``method`` cipher does not take."""
+    """Raise :class:`~vitlearnenc.errors.UnknownOptionError` (a TypeError) naming any
+    key-generation option the ``method`` cipher does not take."""
     if options:
-        raise TypeError(f"unknown option(s) for the {method} cipher: {sorted(options)}")
+        raise UnknownOptionError(f"unknown option(s) for the {method} cipher: {sorted(options)}")

@@ -13,14 +13,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from vitlearnenc.ciphers import (
-    CipherInputError,
-    KeyFileError,
-    KeyMismatchError,
-    NotInvertibleError,
-    UnknownCipherError,
-)
-from vitlearnenc.utils.imagefiles import ImageReadError
+from vitlearnenc.errors import VitlearnencError
 
 #: exit status of user errors (argparse uses 2 for usage errors too)
 EXIT_USAGE = 2
@@ -28,19 +21,15 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class CliError(Exception):
+class CliError(VitlearnencError):
     """A user error found by a tool itself (arguments that argparse alone cannot judge)."""
 
 
-#: exceptions that mean bad input, not a bug: reported in one line without a traceback
+#: exceptions that mean bad input, not a bug: reported in one line without a traceback. Only
+#: the project's own types (:mod:`vitlearnenc.errors`) and OS errors of paths; a bare
+#: ``ValueError`` from torch or numpy is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    CliError,
-    CipherInputError,
-    ImageReadError,
-    KeyFileError,
-    KeyMismatchError,
-    NotInvertibleError,
-    UnknownCipherError,
+    VitlearnencError,
     OSError,  # missing paths, permissions, full disk
 )
 

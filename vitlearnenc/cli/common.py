@@ -1,4 +1,6 @@
-"""Pieces shared by the Hydra entry points: config checks, key sources, loggers, run summary."""
+"""Pieces shared by the Hydra entry points: error reporting, loggers and callbacks, wandb and
+environment set-up. Config checks, key sources and the DataModule are library code in
+:mod:`vitlearnenc.runs`."""
 
 from __future__ import annotations
 
@@ -7,42 +9,23 @@ import functools
 import os
 import signal
 import sys
-import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from lightning import Callback
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
-from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from vitlearnenc.ciphers import get_cipher_class, load_key, save_key
-from vitlearnenc.ciphers.base import check_block_grid, parse_image_size
-from vitlearnenc.ciphers.registry import generate_key
 from vitlearnenc.cli import EXIT_USAGE, USER_ERRORS, one_line
-from vitlearnenc.utils.logging import RankedLogger
 
-log = RankedLogger(__name__)
-
-KEY_FILE_NAME = "key.json"
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot work; raised before any data is loaded."""
-
-
-#: errors of the Hydra apps that mean bad input or configuration, not a bug: ConfigError, key
-#: and data errors (ValueError subclasses), missing paths (OSError), unset ``???`` values
-APP_USER_ERRORS: tuple[type[BaseException], ...] = (
-    *USER_ERRORS,
-    ValueError,
-    OmegaConfBaseException,
-)
+#: errors of the Hydra apps that mean bad input or configuration, not a bug: the project's own
+#: types (ConfigError, key, data and cipher errors), missing paths (OSError), bad or unset
+#: ``???`` config values; anything else keeps its traceback
+APP_USER_ERRORS: tuple[type[BaseException], ...] = (*USER_ERRORS, OmegaConfBaseException)
 
 _Result = TypeVar("_Result")
 
@@ -61,11 +44,12 @@ def one_line_errors(
         def run(cfg: DictConfig) -> _Result:
             try:
                 return task(cfg)
-            except APP_USER_ERRORS as error:
-                if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+            except Exception as error:
+                reason = user_error(error)
+                if reason is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                     raise
                 print(
-                    f"{prog}: error: {one_line(error)} (HYDRA_FULL_ERROR=1 shows the traceback)",
+                    f"{prog}: error: {one_line(reason)} (HYDRA_FULL_ERROR=1 shows the traceback)",
                     file=sys.stderr,
                 )
                 raise SystemExit(EXIT_USAGE) from None
@@ -75,75 +59,16 @@ def one_line_errors(
     return decorate
 
 
+def user_error(error: BaseException) -> BaseException | None:
+    """The user error behind ``error`` (itself, or the project error that Hydra's
+    ``instantiate`` wrapped into an ``InstantiationException``), or None for a bug."""
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error if isinstance(error, APP_USER_ERRORS) else None
+
+
 def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _is_vit(model_cfg: DictConfig | dict) -> bool:
-    return str(model_cfg.get("name", "")).startswith("vit")
-
-
-def validate_config(cfg: DictConfig) -> None:
-    """Fail fast, before data is loaded, on combinations that cannot work.
-
-    Checks the cipher name, that its block size divides the model's input size, that a
-    block-scrambling cipher on a ViT uses block size = patch size, and that ``key_adapt`` is
-    asked for only where the key can be absorbed into the weights.
-    """
-    cipher_cls = get_cipher_class(cfg.cipher.name)  # clear error listing the known names
-    image_size = parse_image_size(cfg.img_size)
-    block = int(cfg.cipher.block_size)
-    try:
-        check_block_grid(image_size, block)
-    except ValueError as error:
-        raise ConfigError(
-            f"cipher.block_size={block} does not fit img_size={cfg.img_size}: {error}"
-        ) from None
-    model = cfg.get("model") or {}
-    patch = model.get("patch_size")
-    if _is_vit(model) and patch is not None and cipher_cls.keyed:
-        if image_size[0] % patch or image_size[1] % patch:
-            raise ConfigError(
-                f"img_size={cfg.img_size} is not a multiple of model.patch_size={patch}"
-            )
-        cipher = cipher_cls(
-            generate_key(cfg.cipher.name, image_size, block, seed=0, **cfg.cipher.options)
-        )
-        if not cipher.is_patch_aligned(int(patch)):
-            message = (
-                f"cipher {cfg.cipher.name} with block size {block} is not aligned with the ViT's "
-                f"patch size {patch}: set cipher.block_size={patch} (or model.patch_size={block})"
-            )
-            if cfg.cipher.name == "proposed":
-                raise ConfigError(message)
-            warnings.warn(message, stacklevel=2)
-    if model.get("key_adapt"):
-        if not _is_vit(model):
-            raise ConfigError("model.key_adapt=true needs a ViT model (its weights absorb the key)")
-        if cfg.cipher.name != "proposed":
-            raise ConfigError(
-                f"model.key_adapt=true needs cipher=proposed (got {cfg.cipher.name}): only block "
-                "scrambling + shared pixel shuffling can be absorbed into a ViT's weights"
-            )
-
-
-def check_slurm_layout(cfg: DictConfig, environ: dict[str, str] | None = None) -> None:
-    """Under SLURM, one task per device: ``tasks_per_node`` must equal ``trainer.devices``
-    and the job's node count ``trainer.num_nodes``, or Lightning's DDP would hang or
-    oversubscribe GPUs."""
-    env = os.environ if environ is None else environ
-    tasks = env.get("SLURM_NTASKS_PER_NODE")
-    nodes = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")
-    devices = cfg.trainer.get("devices", 1)
-    if tasks is not None and isinstance(devices, int) and int(tasks) != devices:
-        raise ConfigError(
-            f"SLURM runs {tasks} task(s) per node but trainer.devices={devices}; set "
-            f"hydra.launcher.tasks_per_node={devices} (the slurm launcher config does)"
-        )
-    if nodes is not None and int(nodes) != int(cfg.trainer.get("num_nodes", 1)):
-        raise ConfigError(
-            f"SLURM allocated {nodes} node(s) but trainer.num_nodes={cfg.trainer.get('num_nodes', 1)}"
-        )
 
 
 def trainer_plugins(cfg: DictConfig) -> list[Any]:
@@ -161,77 +86,6 @@ def trainer_plugins(cfg: DictConfig) -> list[Any]:
     if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
         plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1))
     return plugins
-
-
-def resolve_key_source(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Turn ``cfg.key`` into the DataModule's key-source arguments (``key_file``/``key_seed``).
-
-    ``key=random`` draws a key from the OS CSPRNG once and stores it (mode 0600) as
-    ``<run_dir>/key.json``; a resumed run or another DDP rank in the same run directory
-    reuses that file, so every rank and every restart sees the same key. Nothing returned
-    here is key material.
-    """
-    cipher_cls = get_cipher_class(cfg.cipher.name)
-    source = cfg.key.source
-    if not cipher_cls.keyed:
-        return {}
-    image_size = parse_image_size(cfg.img_size)
-    block = int(cfg.cipher.block_size)
-    if source == "none":
-        raise ConfigError(
-            f"cipher={cfg.cipher.name} needs a key: use key=random, key=seed (key.seed=N) or "
-            "key=file key.path=KEY"
-        )
-    if source == "seed":
-        if cfg.key.seed is None:
-            raise ConfigError("key=seed needs key.seed=<non-negative integer>")
-        return {"key_seed": int(cfg.key.seed)}
-    if source == "file":
-        path = Path(cfg.key.path).expanduser()
-        load_key(path, method=cfg.cipher.name, image_size=image_size, block_size=block)
-        return {"key_file": str(path.resolve())}
-    if source == "random":
-        path = run_dir / KEY_FILE_NAME
-        if path.exists():
-            load_key(path, method=cfg.cipher.name, image_size=image_size, block_size=block)
-            log.info(f"Reusing this run's key file {path}")
-        else:
-            key = generate_key(cfg.cipher.name, image_size, block, **cfg.cipher.options)
-            save_key(key, path)
-            log.info(
-                f"New random key (fingerprint {key.fingerprint}) written to {path} (mode 0600)"
-            )
-        return {"key_file": str(path)}
-    raise ConfigError(f"unknown key.source {source!r}; choose random, seed, file or none")
-
-
-def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
-    """Instantiate every callback config that has a ``_target_``."""
-    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c and "_target_" in c]
-
-
-def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
-    """Instantiate every logger config that has a ``_target_``."""
-    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c and "_target_" in c]
-
-
-def network_config(cfg: DictConfig) -> dict[str, Any]:
-    """Keyword arguments of ``build_classifier`` from ``cfg.model`` and ``cfg.img_size``."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    assert isinstance(model, dict)
-    net = {
-        "name": model["name"],
-        "img_size": cfg.img_size,
-        "pretrained": bool(model.get("pretrained", False)),
-        "checkpoint": model.get("checkpoint"),
-        "adapt": model.get("adapt"),
-        **(model.get("kwargs") or {}),
-    }
-    if model.get("patch_size") is not None:
-        net["patch_size"] = model["patch_size"]
-    if model.get("adapt") is not None:
-        net["adapt_block_size"] = model.get("adapt_block_size", cfg.cipher.block_size)
-    return net
 
 
 @contextlib.contextmanager

@@ -18,11 +18,11 @@ from omegaconf import DictConfig
 from vitlearnenc.cli.common import (
     close_wandb,
     configure_environment,
-    instantiate_loggers,
     one_line_errors,
-    validate_config,
 )
-from vitlearnenc.cli.train import build_datamodule
+from vitlearnenc.errors import InputError
+from vitlearnenc.runs.build import build_datamodule, instantiate_loggers
+from vitlearnenc.runs.config import validate_config
 from vitlearnenc.utils.files import write_json_atomic
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.paths import check_conf_dir, register_resolvers
@@ -36,7 +36,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     validate_config(cfg)
     if cfg.split not in ("test", "val"):
-        raise ValueError(f"split must be test or val, got {cfg.split!r}")
+        raise InputError(f"split must be test or val, got {cfg.split!r}")
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     task = ClassifierModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vitlearnenc.ciphers import build_cipher, generate_key, list_ciphers, save_key
+from vitlearnenc.ciphers import build_cipher, generate_key, get_cipher_class, list_ciphers, save_key
 from vitlearnenc.cli import CliError, image_size_arg, positive_int_arg, run_cli
 
 PROG = "vitlearnenc-keygen"
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--method",
         required=True,
-        choices=[name for name in list_ciphers() if name != "none"],
+        choices=[name for name in list_ciphers() if not get_cipher_class(name).pre_encrypted],
         help="encryption method (cipher) the key is for; 'proposed' is block scrambling + "
         "sub-block pixel shuffling for ViTs",
     )

@@ -1,7 +1,7 @@
 """``vitlearnenc-predict``: label a folder of encrypted images with a trained checkpoint.
 
 The provider's side: the folder was written by ``vitlearnenc-encrypt`` and this process holds
-no key (``cipher=none``, the default). Writes ``predictions.csv`` (file, label, class,
+no key (``cipher=pre_encrypted``, the default). Writes ``predictions.csv`` (file, label, class,
 confidence) to the run directory.
 
 Example::
@@ -24,9 +24,9 @@ from omegaconf import DictConfig
 from vitlearnenc.cli.common import (
     configure_environment,
     one_line_errors,
-    resolve_key_source,
-    validate_config,
 )
+from vitlearnenc.runs.config import validate_config
+from vitlearnenc.runs.keys import resolve_key_source
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.paths import check_conf_dir, register_resolvers
 

@@ -19,36 +19,20 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from vitlearnenc.cli.common import (
-    KEY_FILE_NAME,
-    check_slurm_layout,
     close_wandb,
     configure_environment,
-    instantiate_callbacks,
-    instantiate_loggers,
-    network_config,
     one_line_errors,
-    resolve_key_source,
     trainer_plugins,
-    validate_config,
 )
+from vitlearnenc.runs.build import build_datamodule, instantiate_callbacks, instantiate_loggers
+from vitlearnenc.runs.config import check_slurm_layout, network_config, validate_config
+from vitlearnenc.runs.keys import KEY_FILE_NAME
 from vitlearnenc.utils.checkpoint_io import RNGStateCallback
 from vitlearnenc.utils.files import write_json_atomic
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.paths import check_conf_dir, register_resolvers
 
 log = RankedLogger(__name__)
-
-
-def build_datamodule(cfg: DictConfig, run_dir: Path) -> L.LightningDataModule:
-    """The DataModule of ``cfg.data`` with the cipher of ``cfg.cipher`` and the key source."""
-    return hydra.utils.instantiate(
-        cfg.data,
-        image_size=cfg.img_size,
-        cipher=cfg.cipher.name,
-        block_size=cfg.cipher.block_size,
-        cipher_options=OmegaConf.to_container(cfg.cipher.options, resolve=True),
-        **resolve_key_source(cfg, run_dir),
-    )
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -125,9 +109,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _loggable_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain containers. It names the key *source* (random/seed/file
     path), never key material, which lives only in the key file."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    return container
+    return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
 
 
 def _write_summary(

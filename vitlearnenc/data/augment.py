@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vitlearnenc.errors import InputError
+
 
 def draw_crop_flip(
     batch_size: int,
@@ -91,7 +93,7 @@ def random_crop_flip(
         Augmented batch, same shape, dtype and device.
     """
     if padding < 0:
-        raise ValueError(f"crop padding must be >= 0, got {padding}")
+        raise InputError(f"crop padding must be >= 0, got {padding}")
     if padding == 0 and not flip:
         return images
     top, left, flipped = draw_crop_flip(images.shape[0], padding, flip, images.device, generator)

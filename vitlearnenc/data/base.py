@@ -37,13 +37,11 @@ from vitlearnenc.ciphers import (
 )
 from vitlearnenc.data.augment import random_crop_flip
 from vitlearnenc.data.datasets import UInt8ImageDataset, collate_batch, split_train_val
+from vitlearnenc.errors import InputError
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
-
-#: the pre-encrypted "cipher": the data owner encrypted the images, this process has no key
-PRE_ENCRYPTED = "none"
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -117,7 +115,7 @@ class EncryptedDataModule(L.LightningDataModule):
         if image_size is not None:
             _check_int("image_size", image_size, minimum=1)
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+            raise InputError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         self.batch_size = batch_size
         self.batch_size_per_device = batch_size
         self.num_workers = num_workers
@@ -133,7 +131,7 @@ class EncryptedDataModule(L.LightningDataModule):
         if self.label_subset is not None and (
             not self.label_subset or len(set(self.label_subset)) != len(self.label_subset)
         ):
-            raise ValueError(f"data.label_subset must list distinct labels, got {label_subset}")
+            raise InputError(f"data.label_subset must list distinct labels, got {label_subset}")
 
         self.cipher_name = cipher
         self.cipher_class = get_cipher_class(cipher)  # unknown names fail here, listing the known
@@ -144,9 +142,9 @@ class EncryptedDataModule(L.LightningDataModule):
         self._check_key_source()
         if image_size is not None:
             self._check_block_multiple((image_size, image_size))
-        if cipher == PRE_ENCRYPTED and augment:
+        if self.cipher_class.pre_encrypted and augment:
             log.warning(
-                "cipher=none: the images are already encrypted, so augmentation is switched "
+                "cipher=pre_encrypted: the images are already encrypted, so augmentation is switched "
                 "off (a crop or flip of a ciphertext is not the ciphertext of a crop or flip)"
             )
             self.augment = False
@@ -154,7 +152,7 @@ class EncryptedDataModule(L.LightningDataModule):
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         if len(self.mean) != len(self.std) or not all(v > 0 for v in self.std):
-            raise ValueError(
+            raise InputError(
                 f"data.mean and data.std need one value per channel and std > 0, got "
                 f"mean={self.mean} std={self.std}"
             )
@@ -217,7 +215,7 @@ class EncryptedDataModule(L.LightningDataModule):
             return dataset
         labels = dataset.fields["label"]
         if max(self.label_subset) >= self.dataset_num_classes or min(self.label_subset) < 0:
-            raise ValueError(
+            raise InputError(
                 f"data.label_subset={self.label_subset} has labels outside 0..{self.dataset_num_classes - 1}"
             )
         remap = torch.full((self.dataset_num_classes,), -1, dtype=torch.long)
@@ -239,18 +237,20 @@ class EncryptedDataModule(L.LightningDataModule):
             _check_int("key_seed", self.key_seed, minimum=0)
         if (self.key_file is None) == (self.key_seed is None):
             given = "both were set" if self.key_file is not None else "neither was set"
-            raise ValueError(
+            raise InputError(
                 f"the {self.cipher_name!r} cipher needs exactly one key source, but {given}: "
-                "set data.key_file to a key file from vitlearnenc-keygen (key=file key.path=...) "
-                "or data.key_seed to an integer (key=seed key.seed=N; reproducible, not secret)"
+                "use key=file key.path=KEY with a key file from vitlearnenc-keygen (the "
+                "DataModule's key_file) or key=seed key.seed=N (its key_seed; reproducible, not "
+                "secret)"
             )
 
     def _check_block_multiple(self, size: tuple[int, int]) -> None:
         block = self.block_size
         if size[0] % block or size[1] % block:
-            raise ValueError(
+            raise InputError(
                 f"the images reach the cipher as {size[0]}x{size[1]}, which is not a multiple of "
-                f"the block size {block}; set data.image_size to a multiple of {block} or "
+                f"the block size {block}; set img_size (the DataModule's image_size) to a multiple of "
+                f"{block} or "
                 "choose a block size (cipher.block_size / the model's patch size) that divides it"
             )
 
@@ -266,12 +266,12 @@ class EncryptedDataModule(L.LightningDataModule):
             target = (int(native[0]), int(native[1]))
         else:
             target = (self.image_size, self.image_size)
-        if self.cipher_name == PRE_ENCRYPTED and target != tuple(native):
-            raise ValueError(
-                f"the pre-encrypted images are {native[0]}x{native[1]} but data.image_size is "
-                f"{self.image_size}; resizing a ciphertext blends pixels of different blocks, so "
-                f"encrypt the plain images at that size instead (vitlearnenc-encrypt --resize "
-                f"{self.image_size}) or leave data.image_size unset"
+        if self.cipher_class.pre_encrypted and target != tuple(native):
+            raise InputError(
+                f"the pre-encrypted images are {native[0]}x{native[1]} but img_size (the "
+                f"DataModule's image_size) is {self.image_size}; resizing a ciphertext blends "
+                f"pixels of different blocks, so set img_size={native[0]} or encrypt the plain "
+                f"images at that size (vitlearnenc-encrypt --resize {self.image_size})"
             )
         self._check_block_multiple(target)
         return target
@@ -283,7 +283,7 @@ class EncryptedDataModule(L.LightningDataModule):
             raise KeyMismatchError(
                 f"the {what} images reach the cipher as {size[0]}x{size[1]}, but it was built "
                 f"for {self.cipher.image_size[0]}x{self.cipher.image_size[1]}; give all splits "
-                "one size or set data.image_size to resize them"
+                "one size or set img_size (the DataModule's image_size) to resize them"
             )
 
     # ---------------------------------------------------------------------------- cipher
@@ -296,7 +296,7 @@ class EncryptedDataModule(L.LightningDataModule):
 
     def _cipher_input_size(self, stage: str | None) -> tuple[int, int]:
         """The size the cipher sees; stored images are probed only when it depends on them."""
-        if self.image_size is not None and self.cipher_name != PRE_ENCRYPTED:
+        if self.image_size is not None and not self.cipher_class.pre_encrypted:
             return (self.image_size, self.image_size)
         return self.check_native_size(self.native_size(stage))
 
@@ -329,7 +329,7 @@ class EncryptedDataModule(L.LightningDataModule):
         if self.trainer is not None:
             world = self.trainer.world_size
             if self.batch_size % world:
-                raise ValueError(
+                raise InputError(
                     f"data.batch_size={self.batch_size} does not divide among {world} devices "
                     f"(trainer.devices x trainer.num_nodes); use a multiple of {world}"
                 )
@@ -416,7 +416,7 @@ class EncryptedDataModule(L.LightningDataModule):
         """
         encrypted = self.cipher.encrypt(images)
         if encrypted.shape[1] != len(self.mean):
-            raise ValueError(
+            raise InputError(
                 f"the {self.cipher_name} cipher outputs {encrypted.shape[1]} channels but "
                 f"data.mean/std have {len(self.mean)} values; give one value per channel"
             )
@@ -449,14 +449,14 @@ class EncryptedDataModule(L.LightningDataModule):
 
 def _check_int(name: str, value: int, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"data.{name} must be an integer >= {minimum}, got {value!r}")
+        raise InputError(f"data.{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_key_options(key: CipherKey, options: dict[str, Any], source: str) -> None:
     """A key file fixes its cipher's (public) options; the config may repeat them, not change them."""
     for name, value in options.items():
         if name not in key.options:
-            raise ValueError(
+            raise InputError(
                 f"data.cipher_options sets {name!r}, but the key file {source} does not record "
                 "that option and a key file fixes the cipher's options; remove it from the config"
             )

@@ -10,6 +10,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from vitlearnenc.data.base import DatasetNotFoundError, EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset
+from vitlearnenc.errors import InputError
 
 # name -> (torchvision class, folder torchvision unpacks into, display name, classes)
 _VARIANTS: dict[str, tuple[type[CIFAR10], str, str, int]] = {
@@ -40,7 +41,7 @@ class CIFARDataModule(EncryptedDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if name not in _VARIANTS:
-            raise ValueError(f"unknown CIFAR variant {name!r}; choose one of {sorted(_VARIANTS)}")
+            raise InputError(f"unknown CIFAR variant {name!r}; choose one of {sorted(_VARIANTS)}")
         self.name = name
         self.variant = _VARIANTS[name]
         self.root = Path(root)
@@ -66,7 +67,7 @@ class CIFARDataModule(EncryptedDataModule):
 
     def load_split(self, split: str) -> UInt8ImageDataset:
         if split not in ("train", "test"):
-            raise ValueError(f"CIFAR has the splits 'train' and 'test', not {split!r}")
+            raise InputError(f"CIFAR has the splits 'train' and 'test', not {split!r}")
         dataset = self._open(split == "train", download=False)
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
         labels = torch.as_tensor(dataset.targets, dtype=torch.long)

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset, default_collate, random_split
 
+from vitlearnenc.errors import InputError
+
 
 class UInt8ImageDataset(Dataset[dict[str, torch.Tensor]]):
     """Images plus per-image fields (``label``, ``index``, ...), returned as dicts.
@@ -26,13 +28,13 @@ class UInt8ImageDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __init__(self, images: torch.Tensor, **fields: torch.Tensor) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(
+            raise InputError(
                 f"images must be a (N, C, H, W) uint8 tensor, got {images.dtype} "
                 f"{tuple(images.shape)}"
             )
         for name, values in fields.items():
             if values.shape[0] != images.shape[0]:
-                raise ValueError(
+                raise InputError(
                     f"field {name!r} has {values.shape[0]} entries but there are "
                     f"{images.shape[0]} images"
                 )
@@ -87,7 +89,7 @@ def split_train_val(
     if val_fraction > 0 and num_val == 0:
         num_val = 1
     if num_val >= size:
-        raise ValueError(
+        raise InputError(
             f"val_fraction={val_fraction} leaves no training images out of {size}; "
             "lower data.val_fraction"
         )

@@ -32,9 +32,10 @@ from typing import Any
 
 import torch
 
-from vitlearnenc.data.base import PRE_ENCRYPTED, DatasetNotFoundError, EncryptedDataModule
+from vitlearnenc.data.base import DatasetNotFoundError, EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset
 from vitlearnenc.data.imagestore import DecodedTree, decode_tree, probe_size
+from vitlearnenc.errors import InputError
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.markers import MARKER_NAME, find_marker
@@ -71,7 +72,7 @@ class ImageFolderDataModule(EncryptedDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if train_dir == test_dir:
-            raise ValueError(f"data.train_dir and data.test_dir are both {train_dir!r}")
+            raise InputError(f"data.train_dir and data.test_dir are both {train_dir!r}")
         self.name = name
         self.root = None if root is None else Path(root)
         self.train_dir = train_dir
@@ -103,7 +104,7 @@ class ImageFolderDataModule(EncryptedDataModule):
     def load_split(self, split: str) -> UInt8ImageDataset:
         folders = {"train": self.train_dir, "test": self.test_dir}
         if split not in folders:
-            raise ValueError(f"image folders have the splits 'train' and 'test', not {split!r}")
+            raise InputError(f"image folders have the splits 'train' and 'test', not {split!r}")
         if self._labelled is None:
             self._labelled = self._load_labelled()
         if split not in self._labelled:
@@ -121,13 +122,13 @@ class ImageFolderDataModule(EncryptedDataModule):
 
     def _predict_resize(self) -> tuple[int, int] | None:
         """Prediction inputs of mixed sizes are resized on load to this (None: not allowed)."""
-        if self.image_size is None or self.cipher_name == PRE_ENCRYPTED:
+        if self.image_size is None or self.cipher_class.pre_encrypted:
             return None
         return (self.image_size, self.image_size)
 
     def _root(self) -> Path:
         if self.root is None:
-            raise ValueError(
+            raise InputError(
                 f"data.root is not set; point it to a folder or archive with {_LAYOUT}"
             )
         if not self.root.exists():
@@ -140,7 +141,7 @@ class ImageFolderDataModule(EncryptedDataModule):
 
     def _predict_source(self) -> Path:
         if self.predict_dir is None:
-            raise ValueError(
+            raise InputError(
                 "data.predict_dir is not set; point it to the folder of images to label"
             )
         if not self.predict_dir.exists():
@@ -161,20 +162,20 @@ class ImageFolderDataModule(EncryptedDataModule):
         marker = find_marker([root, *splits, *root.resolve().parents])
         name = self.cipher_name
         if marker is not None and self.cipher_class.keyed:
-            raise ValueError(
+            raise InputError(
                 f"{marker.path.parent} is already encrypted by vitlearnenc-encrypt "
                 f"({marker.describe()}); encrypting it again with cipher={name} is not the "
                 "method: use cipher=none (key=none) to train on it, or point data.root to the "
                 "plain images"
             )
-        if marker is None and name == PRE_ENCRYPTED:
+        if marker is None and self.cipher_class.pre_encrypted:
             log.warning(
                 "cipher=none treats %s as images encrypted by vitlearnenc-encrypt, but it has no "
                 "%s marker; plain images would be used unencrypted (say cipher=plain for that)",
                 root,
                 MARKER_NAME,
             )
-        elif marker is not None and name == "plain":
+        elif marker is not None and not self.cipher_class.pre_encrypted:  # plain: unkeyed
             log.warning(
                 "%s holds images encrypted by vitlearnenc-encrypt (%s); cipher=plain treats them "
                 "as plain images and augments them: use cipher=none for pre-encrypted data",
@@ -220,7 +221,7 @@ class ImageFolderDataModule(EncryptedDataModule):
             for name in names:
                 label = index.get(name.split("/", 1)[0])
                 if label is None:
-                    raise ValueError(
+                    raise InputError(
                         f"{where}/{name.split('/', 1)[0]} is not a class of the training split "
                         f"({len(classes)} classes under {root}/{class_source}); the splits must "
                         "use the same class folders"
@@ -310,7 +311,7 @@ def _stack(
         return torch.stack(images)
     if resize_to is None:
         other = tuple(images[odd].shape[-2:])
-        raise ValueError(
+        raise InputError(
             f"{where}/{names[odd]} is {other[0]}x{other[1]} but {where}/{names[0]} is "
             f"{size[0]}x{size[1]}; all images of a split must have one size: resize them "
             "beforehand (e.g. vitlearnenc-encrypt --resize S for encrypted data)"

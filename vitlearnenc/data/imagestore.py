@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from vitlearnenc.errors import InputError
 from vitlearnenc.utils.imagefiles import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -133,7 +134,7 @@ def _decode(job: _Job) -> torch.Tensor | str:
 def _iter_folder(root: Path, subfolders: Sequence[str]) -> Iterator[tuple[str, str, Path]]:
     """Yield ``(subfolder, name, path)`` for the image files of a folder tree."""
     if not root.is_dir():
-        raise ValueError(f"{root} is neither a folder nor a .tar/.tar.gz archive")
+        raise InputError(f"{root} is neither a folder nor a .tar/.tar.gz archive")
     for sub in subfolders:
         folder = root / sub
         if folder.is_dir():
@@ -166,7 +167,7 @@ def _iter_archive(archive: Path, subfolders: Sequence[str]) -> Iterator[tuple[st
                 wrapper, sub, name = match
                 wrappers.add(wrapper)
                 if len(wrappers) > 1:
-                    raise ValueError(
+                    raise InputError(
                         f"{archive} holds image folders at several levels "
                         f"({', '.join(sorted(w or '.' for w in wrappers))}); keep one tree"
                     )
@@ -175,7 +176,7 @@ def _iter_archive(archive: Path, subfolders: Sequence[str]) -> Iterator[tuple[st
                     continue
                 yield sub, name, handle.read()
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise ValueError(f"{archive}: cannot read the archive ({error}); is it complete?") from None
+        raise InputError(f"{archive}: cannot read the archive ({error}); is it complete?") from None
 
 
 def _match(

@@ -9,6 +9,7 @@ import torch
 
 from vitlearnenc.data.base import EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset
+from vitlearnenc.errors import InputError
 
 _SPLITS = {"train": 1, "test": 2}  # stream ids; 0 draws the class prototypes
 
@@ -89,7 +90,7 @@ class SyntheticDataModule(EncryptedDataModule):
             ("native_size", native_size),
         ):
             if value < 1:
-                raise ValueError(f"data.{what} must be >= 1, got {value}")
+                raise InputError(f"data.{what} must be >= 1, got {value}")
         self.name = name
         self._num_classes = num_classes
         self.counts = {"train": num_train, "test": num_test}
@@ -106,7 +107,7 @@ class SyntheticDataModule(EncryptedDataModule):
 
     def load_split(self, split: str) -> UInt8ImageDataset:
         if split not in self.counts:
-            raise ValueError(
+            raise InputError(
                 f"the synthetic dataset has the splits {sorted(self.counts)}, not {split!r}"
             )
         images, labels = make_synthetic_images(

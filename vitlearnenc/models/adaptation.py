@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from vitlearnenc.errors import InputError
+
 
 def l12_penalty(u: torch.Tensor) -> torch.Tensor:
     """``L_U = (1/N^2) [sum_rows (|u|_1 - |u|_2) + sum_cols (|u|_1 - |u|_2)]`` of an ``N x N`` ``u``.
@@ -70,7 +72,7 @@ class BlockSpectralNorm(nn.Module):
     ) -> None:
         super().__init__()
         if weight.dim() < 3:
-            raise ValueError(f"expected an (N, out, ...) weight, got shape {tuple(weight.shape)}")
+            raise InputError(f"expected an (N, out, ...) weight, got shape {tuple(weight.shape)}")
         self.n_power_iterations = n_power_iterations
         self.eps = eps
         mats = weight.detach().flatten(2)
@@ -100,7 +102,7 @@ class BlockSpectralNorm(nn.Module):
 def block_grid(height: int, width: int, block_size: int) -> tuple[int, int]:
     """``(H/M, W/M)``, or a clear error when M does not divide the image."""
     if height % block_size or width % block_size:
-        raise ValueError(
+        raise InputError(
             f"image size {height}x{width} is not a multiple of the block size {block_size}; "
             "resize the images or choose a block size that divides both sides"
         )
@@ -155,7 +157,7 @@ class BlockwiseConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks = image_to_blocks(x, self.block_size)
         if blocks.shape[1] != self.num_blocks or x.shape[1] != self.in_chans:
-            raise ValueError(
+            raise InputError(
                 f"this block-wise layer was built for {self.num_blocks} blocks of "
                 f"{self.in_chans}x{self.block_size}x{self.block_size}, got input {tuple(x.shape)}; "
                 "build it for this image size"
@@ -306,4 +308,4 @@ def build_adaptation(
     if kind == "ele":
         num_blocks = grid[0] * grid[1]
         return ELEAdaptNet(block_size, num_blocks, in_chans, **kwargs)  # type: ignore[arg-type]
-    raise ValueError(f"unknown adaptation network {kind!r}; choose 'le' or 'ele' (or None)")
+    raise InputError(f"unknown adaptation network {kind!r}; choose 'le' or 'ele' (or None)")

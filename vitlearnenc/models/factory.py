@@ -30,6 +30,7 @@ from typing import Any
 import timm
 from torch import nn
 
+from vitlearnenc.errors import InputError, VitlearnencError
 from vitlearnenc.models.adaptation import AdaptedClassifier, build_adaptation
 from vitlearnenc.models.gan import (
     DCGANDiscriminator,
@@ -76,11 +77,11 @@ _ATTACK_NETS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(VitlearnencError, ValueError):
     """A model name that is neither one of ours nor a timm model."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(VitlearnencError, RuntimeError):
     """A checkpoint file that does not fit the requested model."""
 
 
@@ -143,7 +144,7 @@ def build_classifier(
             ``alpha``); they override preset values.
     """
     if pretrained and checkpoint is not None:
-        raise ValueError(
+        raise InputError(
             "pass either pretrained=True (timm's weights) or checkpoint=PATH, not both"
         )
     adaptation = None
@@ -174,10 +175,10 @@ def _build_cnn(
     kwargs: dict[str, Any],
 ) -> nn.Module:
     if patch_size is not None:
-        raise ValueError(f"patch_size applies to ViTs only; {name!r} is a CNN")
+        raise InputError(f"patch_size applies to ViTs only; {name!r} is a CNN")
     if pretrained:
         if name not in _PRETRAINED_CNNS:
-            raise ValueError(
+            raise InputError(
                 f"{name!r} has no published weights; train it, or pass checkpoint=PATH"
             )
         kwargs = {**kwargs, "pretrained": True}
@@ -199,7 +200,7 @@ def _build_timm(
 ) -> nn.Module:
     if name in VIT_PRESETS:
         if pretrained:
-            raise ValueError(
+            raise InputError(
                 f"{name!r} is a project preset with no published weights; train it, or pass "
                 "checkpoint=PATH"
             )
@@ -283,7 +284,7 @@ def _checkpoint_path(checkpoint: str | os.PathLike[str]) -> Path:
             f"{'/'.join(_CHECKPOINT_SUFFIXES)} weight file"
         )
     if path.suffix not in _CHECKPOINT_SUFFIXES:
-        raise ValueError(
+        raise InputError(
             f"unsupported checkpoint format {path.suffix!r} ({path}); use one of "
             f"{', '.join(_CHECKPOINT_SUFFIXES)} (Lightning .ckpt files: use the task's "
             "load_from_checkpoint)"
@@ -302,7 +303,7 @@ def load_state_dict_file(
     """
     path = _checkpoint_path(checkpoint)
     if path.suffix == ".npz":
-        raise ValueError(
+        raise InputError(
             f"{path}: .npz is the JAX ViT format; save CNN weights as .pth or .safetensors"
         )
     state = timm.models.load_state_dict(str(path))

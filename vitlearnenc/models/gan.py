@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from vitlearnenc.errors import InputError
 from vitlearnenc.models.adaptation import (
     BlockwiseBatchNorm,
     BlockwiseConv,
@@ -229,7 +230,7 @@ class SAGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(
+            raise InputError(
                 f"discriminator built for {self.img_size[0]}x{self.img_size[1]} images, got "
                 f"{x.shape[-2]}x{x.shape[-1]}; build it with img_size={x.shape[-2]}"
             )

@@ -54,6 +54,7 @@ from vitlearnenc.ciphers.base import Cipher, IndexCipher, NotInvertibleError
 from vitlearnenc.ciphers.keys import CipherKey
 from vitlearnenc.ciphers.plain import PreEncryptedCipher
 from vitlearnenc.ciphers.registry import get_cipher_class
+from vitlearnenc.errors import VitlearnencError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 _RELATIVE_POSITION_TAGS = ("relative_position", "rel_pos", "rope")
 
 
-class ModelTransformError(ValueError):
+class ModelTransformError(VitlearnencError, ValueError):
     """A model or key that the key-based model transformation cannot handle."""
 
 
@@ -221,8 +222,8 @@ def absorbable_permutations(
     cipher = _as_cipher(cipher_or_key)
     if isinstance(cipher, PreEncryptedCipher):
         raise ModelTransformError(
-            "cipher 'none' means the data was encrypted elsewhere; transform the model with the "
-            "data owner's key file instead"
+            f"cipher {cipher.name!r} means the data was encrypted elsewhere; transform the model "
+            "with the data owner's key file instead"
         )
     size = cipher.block_size
     height, width = cipher.image_size

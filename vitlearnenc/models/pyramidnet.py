@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitlearnenc.errors import InputError
 from vitlearnenc.models.shakedrop import ShakeDrop
 
 
@@ -97,10 +98,10 @@ class PyramidNet(nn.Module):
         super().__init__()
         block_cls = {"basic": PyramidBasicBlock, "bottleneck": PyramidBottleneck}.get(block)
         if block_cls is None:
-            raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
+            raise InputError(f"block must be 'basic' or 'bottleneck', got {block!r}")
         layers_per_unit = 2 if block == "basic" else 3
         if depth < 3 * layers_per_unit + 2 or (depth - 2) % (3 * layers_per_unit):
-            raise ValueError(
+            raise InputError(
                 f"a {block} PyramidNet needs depth = {3 * layers_per_unit}n + 2 with n >= 1 "
                 f"(e.g. 110), got {depth}"
             )

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitlearnenc.errors import InputError
+
 
 def use_cifar_stem(model: nn.Module) -> nn.Module:
     """Replace a timm ResNet's 7x7/2 stem conv and max-pool by a 3x3/1 conv (in place).
@@ -84,7 +86,7 @@ class CifarResNet(nn.Module):
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(
+            raise InputError(
                 f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth}"
             )
         n = (depth - 2) // 6

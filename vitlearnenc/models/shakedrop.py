@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vitlearnenc.errors import InputError
+
 
 class ShakeDropFunction(torch.autograd.Function):
     """Pure ShakeDrop op: the random draws are inputs, so the op itself is deterministic.
@@ -67,7 +69,7 @@ class ShakeDrop(nn.Module):
     ) -> None:
         super().__init__()
         if not 0.0 <= drop_prob <= 1.0:
-            raise ValueError(f"drop_prob must be in [0, 1], got {drop_prob}")
+            raise InputError(f"drop_prob must be in [0, 1], got {drop_prob}")
         self.drop_prob = float(drop_prob)
         self.alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
         self.beta_range = (float(beta_range[0]), float(beta_range[1]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vitlearnenc.errors import InputError
 from vitlearnenc.models.adaptation import block_grid
 
 
@@ -37,7 +38,7 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         if depth < 1:
-            raise ValueError(f"U-Net depth must be >= 1, got {depth}")
+            raise InputError(f"U-Net depth must be >= 1, got {depth}")
         self.depth = depth
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.inc = _double_conv(in_chans, widths[0])
@@ -57,7 +58,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         factor = 2**self.depth
         if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(
+            raise InputError(
                 f"U-Net of depth {self.depth} needs H and W divisible by {factor}, got "
                 f"{x.shape[-2]}x{x.shape[-1]}; resize the images or lower depth"
             )
@@ -97,7 +98,7 @@ class BlockwiseInverseNet(nn.Module):
         if widths is None:
             widths = (64, 128, 256) if block_size == 1 else (3 * area, 3 * area, 32 * area)
         if widths[2] % area:
-            raise ValueError(f"widths[2]={widths[2]} must be a multiple of block_size**2={area}")
+            raise InputError(f"widths[2]={widths[2]} must be a multiple of block_size**2={area}")
         self.block_size = block_size
         layers: list[nn.Module] = []
         chans = in_chans

@@ -24,8 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from vitlearnenc.attacks.registry import (
+    AttackContext,
+    AttackOutcome,
+    Input,
+    InputKind,
+    register_attack,
+)
+from vitlearnenc.errors import InputError
 from vitlearnenc.models import build_attack_net, build_classifier
-from vitlearnenc.tasks.attack_itn import RestorationTask, to_signed_unit
+from vitlearnenc.tasks.attack_itn import RestorationTask, fit_and_restore, to_signed_unit
 
 LOSSES = ("hinge", "bce")
 
@@ -34,7 +42,7 @@ class SIAGANAttack(RestorationTask):
     """SIA-GAN (or the lab GAN-Attack) trained with manual optimisation.
 
     Training batches: ``{"scrambled": {"image", "label"}, "natural": {"image"}}`` of uint8
-    images (see :class:`~vitlearnenc.tasks.attack_data.GANDataModule`).
+    images (see :class:`~vitlearnenc.data.attack.GANDataModule`).
 
     Args:
         generator: :func:`~vitlearnenc.models.build_attack_net` kwargs with ``name``
@@ -69,7 +77,7 @@ class SIAGANAttack(RestorationTask):
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"GAN loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+            raise InputError(f"GAN loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = _build(generator, build_attack_net)
@@ -170,3 +178,56 @@ class SIAGANAttack(RestorationTask):
 def _build(config: dict[str, Any], factory: Any) -> nn.Module:
     kwargs = dict(config)
     return factory(kwargs.pop("name"), **kwargs)
+
+
+#: settings of the attack config passed on to :class:`SIAGANAttack` when present
+_GAN_SETTINGS = (
+    "loss",
+    "lr_g",
+    "lr_d",
+    "lr_c",
+    "betas",
+    "classifier_betas",
+    "classifier_weight",
+)
+
+
+@register_attack(
+    "gan",
+    inputs=(
+        Input(InputKind.LABELLED_CIPHERTEXTS, "num_victim_train"),
+        Input(InputKind.PUBLIC_IMAGES, "num_natural"),
+    ),
+)
+def run_gan(context: AttackContext) -> AttackOutcome:
+    """SIA-GAN / GAN-Attack: fit G against D (and C) on the labelled victim ciphertexts and
+    the natural images, then restore the victim's test ciphertexts."""
+    from vitlearnenc.data.attack import GANDataModule
+
+    settings = context.settings
+    scrambled, labels = context.need("labelled_ciphertexts"), context.need("labels")
+    natural = context.need("public_images")
+    datamodule = GANDataModule(
+        scrambled=scrambled,
+        labels=labels,
+        natural=natural,
+        victim_ciphertexts=context.victim_ciphertexts,
+        batch_size=int(settings["batch_size"]),
+        num_workers=int(settings["num_workers"]),
+    )
+    task = SIAGANAttack(
+        generator=dict(settings["generator"]),
+        discriminator=dict(settings["discriminator"]),
+        classifier=settings.get("classifier"),
+        num_classes=int(labels.max()) + 1,
+        **{k: settings[k] for k in _GAN_SETTINGS if k in settings},
+    )
+    outcome = fit_and_restore(context, task, datamodule)
+    outcome.budget.update(
+        victim_train_ciphertexts=len(scrambled),
+        natural_images=len(natural),
+        generator=settings["generator"],
+        discriminator=settings["discriminator"],
+        classifier=settings.get("classifier"),
+    )
+    return outcome

@@ -1,7 +1,7 @@
 """ITN-Attack (Ito, Kinoshita, Kiya, GCCE 2020; spec §2.3) as a LightningModule.
 
 The attacker encrypts public images with keys it draws itself (a fresh key per image, see
-:class:`~vitlearnenc.tasks.attack_data.ITNDataModule`), trains an inverse network on the
+:class:`~vitlearnenc.data.attack.ITNDataModule`), trains an inverse network on the
 (encrypted, plain) pairs with MSE in [-1, 1], and applies it to the victim's ciphertexts.
 
 :class:`RestorationTask` holds what every learned restoration attack shares (value scaling,
@@ -12,6 +12,7 @@ inverse network and its supervised training.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import lightning as L
@@ -19,12 +20,17 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from vitlearnenc.attacks.scoring import psnr, ssim, ssim_gaussian
+from vitlearnenc.attacks.registry import (
+    AttackContext,
+    AttackOutcome,
+    Input,
+    InputKind,
+    register_attack,
+)
+from vitlearnenc.attacks.scoring import restoration_scores
 from vitlearnenc.models import build_attack_net
 from vitlearnenc.tasks.optim import OptimConfig, configure_sgd_or_adamw
 
-#: PSNR of exact restorations is infinite; scores are capped here so means stay finite
-PSNR_CAP = 100.0
 #: the Kiya-lab ITN recipe (spec §2.3): SGD lr 0.01, momentum 0.9, weight decay 5e-4 on every
 #: parameter, constant learning rate
 ITN_OPTIM: dict[str, Any] = {
@@ -46,21 +52,6 @@ def to_signed_unit(images: torch.Tensor) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float ``(B, C, H, W)`` in [-1, 1] -> uint8 0..255 (rounded, clamped), detached."""
     return images.detach().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def restoration_scores(
-    restored: torch.Tensor, plain: torch.Tensor, gaussian: bool = False
-) -> dict[str, torch.Tensor]:
-    """Per-image scores of uint8 restorations against their plain images, each ``(B,)`` float32.
-
-    ``ssim`` (the reference protocol) and ``psnr`` (capped at :data:`PSNR_CAP`); with
-    ``gaussian``, also ``ssim_gaussian``. That one is opt-in because torchmetrics' Gaussian SSIM
-    costs about 35 s per 1000 32x32 images on one CPU core (the uniform SSIM about 14 s).
-    """
-    scores = {"ssim": ssim(restored, plain), "psnr": psnr(restored, plain).clamp(max=PSNR_CAP)}
-    if gaussian:
-        scores["ssim_gaussian"] = ssim_gaussian(restored, plain)
-    return scores
 
 
 class RestorationTask(L.LightningModule):
@@ -149,3 +140,62 @@ class ITNAttack(RestorationTask):
     def optim_settings(self) -> dict[str, Any]:
         """The resolved optimiser settings (defaults filled in), for reports."""
         return dataclasses.asdict(self.optim_cfg)
+
+
+def fit_and_restore(
+    context: AttackContext, task: RestorationTask, datamodule: L.LightningDataModule
+) -> AttackOutcome:
+    """Train ``task`` on the attacker's data, then restore the victim ciphertexts (predict);
+    the outcome's budget holds what the training cost."""
+    trainer = context.need("make_trainer")()
+    started = time.perf_counter()
+    trainer.fit(task, datamodule=datamodule)
+    fit_seconds = round(time.perf_counter() - started, 2)
+    outputs = trainer.predict(task, datamodule=datamodule)
+    restored = torch.cat([o["restored"] for o in outputs])
+    index = torch.cat([o["index"] for o in outputs])
+    iterations = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+    batch_size = int(context.settings["batch_size"])
+    budget = {
+        "epochs": int(trainer.current_epoch),
+        "iterations": iterations,
+        "optimizer_steps": int(trainer.global_step),
+        "batch_size": batch_size,
+        "images_seen": iterations * batch_size,
+        "fit_seconds": fit_seconds,
+        "parameters": {
+            name: sum(p.numel() for p in module.parameters())
+            for name, module in task.named_children()
+            if any(True for _ in module.parameters())
+        },
+    }
+    return AttackOutcome(restored[index.argsort()], budget=budget)
+
+
+@register_attack("itn", inputs=(Input(InputKind.PUBLIC_IMAGES, "num_public_images"),))
+def run_itn(context: AttackContext) -> AttackOutcome:
+    """ITN-Attack: encrypt the public images with fresh attacker keys, fit, restore."""
+    from vitlearnenc.data.attack import ITNDataModule
+
+    settings, public = context.settings, context.need("public_images")
+    datamodule = ITNDataModule(
+        public_images=public,
+        victim_ciphertexts=context.victim_ciphertexts,
+        cipher=context.cipher.name,
+        block_size=context.cipher.block_size,
+        cipher_options=dict(context.cipher_options),
+        images_per_key=int(settings["images_per_key"]),
+        key_seed=int(settings["attacker_seed"]),
+        val_fraction=float(settings["val_fraction"]),
+        batch_size=int(settings["batch_size"]),
+        num_workers=int(settings["num_workers"]),
+    )
+    task = ITNAttack(net=dict(settings["net"]), optim=settings.get("optim"))
+    outcome = fit_and_restore(context, task, datamodule)
+    outcome.budget.update(
+        public_images=len(public),
+        images_per_key=int(settings["images_per_key"]),
+        net=settings["net"],
+        optim=task.optim_settings,
+    )
+    return outcome

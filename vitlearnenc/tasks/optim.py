@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from vitlearnenc.errors import InputError
+
 
 @dataclass
 class OptimConfig:
@@ -67,7 +69,7 @@ def build_optimizer(params: Iterable[dict], cfg: OptimConfig) -> torch.optim.Opt
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-    raise ValueError(f"unknown optimizer {cfg.name!r}; choose sgd or adamw")
+    raise InputError(f"unknown optimizer {cfg.name!r}; choose sgd or adamw")
 
 
 def lr_lambda(cfg: OptimConfig, total_steps: int):
@@ -87,7 +89,7 @@ def lr_lambda(cfg: OptimConfig, total_steps: int):
             return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (
                 1 + math.cos(math.pi * progress)
             )
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose cosine, multistep or constant")
+        raise InputError(f"unknown schedule {cfg.schedule!r}; choose cosine, multistep or constant")
 
     return factor
 

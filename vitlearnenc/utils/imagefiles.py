@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vitlearnenc.errors import InputError, VitlearnencError
+
 #: file suffixes (lower case) that :func:`list_images` picks up
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif"}
@@ -34,7 +36,7 @@ _MODES = ("RGB", "L")  # 3-channel and 1-channel 8-bit decoding
 _WIDE_MODES = ("I", "F")  # Pillow modes of 16/32-bit integer and float images
 
 
-class ImageReadError(ValueError):
+class ImageReadError(VitlearnencError, ValueError):
     """An image file that cannot be decoded (missing, truncated, corrupt or unsupported)."""
 
 
@@ -86,7 +88,7 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB") -> torch.Tensor:
         ImageReadError: the file is missing, truncated, corrupt or not 8-bit.
     """
     if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {_MODES}, got {mode!r}")
     try:
         with Image.open(path) as image:
             source_mode = image.mode
@@ -113,7 +115,7 @@ def write_png_atomic(image: torch.Tensor, path: str | os.PathLike[str]) -> Path:
     File permissions follow the umask, like any new file.
     """
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3, 4):
-        raise ValueError(
+        raise InputError(
             f"expected a (C, H, W) uint8 tensor with C in 1, 3, 4; got {image.dtype} "
             f"{tuple(image.shape)}"
         )

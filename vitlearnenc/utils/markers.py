@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vitlearnenc.errors import VitlearnencError
 from vitlearnenc.utils.files import write_json_atomic
 
 if TYPE_CHECKING:  # utils stays below ciphers in the import order
@@ -29,7 +30,7 @@ _WRITER = "vitlearnenc-encrypt"
 _VERSION = 1
 
 
-class MarkerError(ValueError):
+class MarkerError(VitlearnencError, ValueError):
     """A marker file that exists but cannot be read."""
 
 

@@ -1,4 +1,4 @@
-"""Data of the learned ciphertext-only attacks, with the victim and the attacker kept apart.
+"""Data of the attacks, with the victim and the attacker kept apart.
 
 Threat model (spec §2.0, §2.2, §2.3): the attacker knows the algorithm (the cipher's *name*,
 block size and public options) but not the victim's key. It holds
@@ -30,9 +30,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vitlearnenc.ciphers import build_cipher, get_cipher_class
+from vitlearnenc.ciphers import build_cipher, get_cipher_class, probe_cipher
 from vitlearnenc.data.base import EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset, collate_batch, split_train_val
+from vitlearnenc.errors import InputError
 from vitlearnenc.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
@@ -161,18 +162,18 @@ def encrypt_with_fresh_keys(
         ``(N, C', H', W')`` uint8 ciphertexts on the input's device.
     """
     if images_per_key < 1:
-        raise ValueError(f"images_per_key must be >= 1, got {images_per_key}")
+        raise InputError(f"images_per_key must be >= 1, got {images_per_key}")
     options = dict(cipher_options or {})
     size = (int(images.shape[-2]), int(images.shape[-1]))
-    if not get_cipher_class(cipher).keyed:
+    cls = get_cipher_class(cipher)
+    if not cls.keyed:
         return build_cipher(cipher, size, block_size, **options).encrypt(images)
     rng = np.random.default_rng([seed, _ATTACKER_TAG])
-    if cipher == "pe" and options.get("per_image_keys", True) and images_per_key == 1:
+    probe = probe_cipher(cipher, size, block_size, **options)
+    if probe.per_image_keys and images_per_key == 1:  # the cipher draws a key per image itself
         generator = torch.Generator(device=images.device).manual_seed(int(rng.integers(2**62)))
-        pe = build_cipher(cipher, size, block_size, **options)
-        return pe.encrypt(images, generator=generator)  # type: ignore[call-arg]
-    if cipher == "pe":
-        options["per_image_keys"] = False  # one drawn key per group, used for the whole group
+        return probe.encrypt(images, generator=generator)  # type: ignore[call-arg]
+    options = cls.fixed_key_options(options)  # one drawn key per group, for the whole group
     seeds = rng.integers(0, 2**62, size=-(-len(images) // images_per_key))
     out = [
         build_cipher(cipher, size, block_size, seed=int(key_seed), **options).encrypt(
@@ -206,7 +207,7 @@ def _loader(
 def _check_images(images: torch.Tensor, what: str) -> None:
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{what} must be a (N, C, H, W) uint8 tensor, got {shape}")
+        raise InputError(f"{what} must be a (N, C, H, W) uint8 tensor, got {shape}")
 
 
 class VictimEvalMixin:
@@ -224,7 +225,7 @@ class VictimEvalMixin:
 
     def _setup_victim(self, stage: str | None) -> None:
         if stage == "test" and self.victim_plain is None:
-            raise ValueError("the test stage scores against plain images: pass victim_plain")
+            raise InputError("the test stage scores against plain images: pass victim_plain")
         if stage in (None, "test") and self.test_set is None and self.victim_plain is not None:
             self.test_set = UInt8ImageDataset(self.victim_ciphertexts, plain=self.victim_plain)
         if stage in (None, "predict") and self.predict_set is None:
@@ -368,11 +369,11 @@ class GANDataModule(VictimEvalMixin, L.LightningDataModule):
         ):
             _check_images(images, what)
         if labels.shape != (len(scrambled),):
-            raise ValueError(
+            raise InputError(
                 f"labels must have shape ({len(scrambled)},), got {tuple(labels.shape)}"
             )
         if min(len(scrambled), len(natural)) < batch_size:
-            raise ValueError(
+            raise InputError(
                 f"batch_size={batch_size} exceeds the {len(scrambled)} scrambled / {len(natural)} "
                 "natural images; lower the batch size or give more images"
             )

@@ -1,0 +1,150 @@
+"""Checks and derived settings of a composed train/eval/attack config."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vitlearnenc.ciphers import get_cipher_class, list_ciphers, probe_cipher
+from vitlearnenc.ciphers.base import check_block_grid, parse_image_size
+from vitlearnenc.runs.errors import ConfigError
+
+
+def plain_dict(node: Any, what: str) -> dict[str, Any]:
+    """``node`` (a config group or mapping) as a resolved plain dict; ConfigError otherwise."""
+    container = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not isinstance(container, dict):
+        raise ConfigError(f"{what} must be a mapping, got {type(container).__name__}")
+    return {str(k): v for k, v in container.items()}
+
+
+def network_config(cfg: DictConfig) -> dict[str, Any]:
+    """Keyword arguments of ``build_classifier`` from ``cfg.model`` and ``cfg.img_size``."""
+    model = plain_dict(cfg.model, "model")
+    net = {
+        "name": model["name"],
+        "img_size": cfg.img_size,
+        "pretrained": bool(model.get("pretrained", False)),
+        "checkpoint": model.get("checkpoint"),
+        "adapt": model.get("adapt"),
+        **(model.get("kwargs") or {}),
+    }
+    if model.get("patch_size") is not None:
+        net["patch_size"] = model["patch_size"]
+    if model.get("adapt") is not None:
+        net["adapt_block_size"] = model.get("adapt_block_size", cfg.cipher.block_size)
+    return net
+
+
+def vit_layout(cfg: DictConfig, with_adapt: bool = False) -> Any:
+    """The configured model's ViT embedding layout
+    (:class:`~vitlearnenc.models.key_transform.VitEmbeddingLayout`), or the
+    :class:`~vitlearnenc.models.key_transform.ModelTransformError` that says why it has none.
+
+    The model is built on the ``meta`` device (no weights, no memory, no download) and judged
+    by :func:`~vitlearnenc.models.key_transform.inspect_vit`, so a ``deit_*`` or any other
+    patch-embedding ViT counts, whatever its name. ``with_adapt=False`` judges the backbone
+    behind an LE/ELE adaptation network.
+    """
+    from vitlearnenc.models import build_classifier
+    from vitlearnenc.models.key_transform import ModelTransformError, inspect_vit
+
+    net = {**network_config(cfg), "pretrained": False, "checkpoint": None}
+    if not with_adapt:
+        net.pop("adapt_block_size", None)
+        net["adapt"] = None
+    with torch.device("meta"):
+        model = build_classifier(num_classes=2, **net)
+    try:
+        return inspect_vit(model)
+    except ModelTransformError as error:
+        return error
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail fast, before data is loaded, on combinations that cannot work.
+
+    Checks the cipher name, that its block size divides the model's input size, that a
+    block-scrambling cipher on a ViT uses block size = patch size (an error for ciphers that
+    ``requires_patch_alignment``, a warning otherwise), and that ``model.key_adapt`` is asked
+    for only with a ViT and a cipher that is ``absorbable_by_vit``.
+    """
+    from vitlearnenc.models.key_transform import VitEmbeddingLayout
+
+    cipher_cls = get_cipher_class(cfg.cipher.name)  # clear error listing the known names
+    image_size = parse_image_size(cfg.img_size)
+    block = int(cfg.cipher.block_size)
+    try:
+        check_block_grid(image_size, block)
+    except ValueError as error:
+        raise ConfigError(
+            f"cipher.block_size={block} does not fit img_size={cfg.img_size}: {error}"
+        ) from None
+    model = cfg.get("model") or {}
+    if not model or not cipher_cls.keyed:
+        if model.get("key_adapt"):
+            raise ConfigError(
+                f"model.key_adapt=true needs a keyed cipher (got cipher={cfg.cipher.name})"
+            )
+        return
+    cipher = probe_cipher(cfg.cipher.name, image_size, block, **cfg.cipher.options)
+    layout = vit_layout(cfg)
+    if isinstance(layout, VitEmbeddingLayout):
+        patch = int(model.get("patch_size") or layout.patch_size)
+        if image_size[0] % patch or image_size[1] % patch:
+            raise ConfigError(
+                f"img_size={cfg.img_size} is not a multiple of model.patch_size={patch}"
+            )
+        if not cipher.is_patch_aligned(patch):
+            message = (
+                f"cipher {cfg.cipher.name} with block size {block} is not aligned with the ViT's "
+                f"patch size {patch}: set cipher.block_size={patch} (or model.patch_size={block})"
+            )
+            if cipher.requires_patch_alignment:
+                raise ConfigError(message)
+            warnings.warn(message, stacklevel=2)
+    if model.get("key_adapt"):
+        full = vit_layout(cfg, with_adapt=True)
+        if not isinstance(full, VitEmbeddingLayout):
+            raise ConfigError(
+                f"model.key_adapt=true needs a ViT model (its weights absorb the key): {full}"
+            )
+        if full.patch_size != block:
+            raise ConfigError(
+                f"model.key_adapt=true needs cipher.block_size equal to the ViT's patch size: "
+                f"set cipher.block_size={full.patch_size}"
+            )
+        if not cipher.absorbable_by_vit:
+            absorbable = [
+                name
+                for name in list_ciphers()
+                if get_cipher_class(name).keyed and get_cipher_class(name).absorbable_by_vit
+            ]
+            raise ConfigError(
+                f"model.key_adapt=true needs cipher={' or cipher='.join(absorbable)} (got "
+                f"{cfg.cipher.name}): only a cipher that is absorbable_by_vit (block scrambling + "
+                "one in-block linear map shared by all blocks) can be absorbed into a ViT's weights"
+            )
+
+
+def check_slurm_layout(cfg: DictConfig, environ: dict[str, str] | None = None) -> None:
+    """Under SLURM, one task per device: ``tasks_per_node`` must equal ``trainer.devices``
+    and the job's node count ``trainer.num_nodes``, or Lightning's DDP would hang or
+    oversubscribe GPUs."""
+    env = os.environ if environ is None else environ
+    tasks = env.get("SLURM_NTASKS_PER_NODE")
+    nodes = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")
+    devices = cfg.trainer.get("devices", 1)
+    if tasks is not None and isinstance(devices, int) and int(tasks) != devices:
+        raise ConfigError(
+            f"SLURM runs {tasks} task(s) per node but trainer.devices={devices}; set "
+            f"hydra.launcher.tasks_per_node={devices} (the slurm launcher config does)"
+        )
+    if nodes is not None and int(nodes) != int(cfg.trainer.get("num_nodes", 1)):
+        raise ConfigError(
+            f"SLURM allocated {nodes} node(s) but trainer.num_nodes={cfg.trainer.get('num_nodes', 1)}"
+        )
