@@ -38,11 +38,13 @@ from vitlearnenc.utils.logging import RankedLogger
 log = RankedLogger(__name__)
 
 
-def collate_items(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack streamed items into ``{"image": (B, C, H, W) uint8, "label": (B,) int64}``."""
+def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack streamed items into ``{"image": (B, C, H, W) uint8, "label": (B,) int64,
+    "name": list of B relative file names}``."""
     return {
         "image": torch.stack([item["image"] for item in items]),
         "label": torch.tensor([int(item["label"]) for item in items], dtype=torch.long),
+        "name": [item["name"] for item in items],
     }
 
 
