@@ -6,8 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.data.conftest import write_tree
 from tests.helpers.hydra import composed
@@ -171,3 +173,57 @@ def test_vitlearnenc_train_on_shards(packed, tmp_path: Path) -> None:
         assert isinstance(dm, StreamingDataModule)
         metrics = train(cfg)
     assert "test/acc" in metrics
+
+
+def test_readme_provider_command_composes(packed, tmp_path: Path) -> None:
+    overrides = ["experiment=paper/vit_b16_proposed", "data=streaming",
+                 f"data.root={packed['enc']}", "cipher=none", "key=none"]  # fmt: skip
+    with composed("train", overrides, tmp_path) as cfg:
+        dm = build_datamodule(cfg, tmp_path)
+    assert isinstance(dm, StreamingDataModule) and dm.image_size == 224 and dm.block_size == 16
+
+
+class _Linear(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(3 * 32 * 32, 2)
+
+    def training_step(self, batch, _):
+        return torch.nn.functional.cross_entropy(
+            self.net(batch["image"].flatten(1)), batch["label"]
+        )
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit(root: Path, run: Path, max_steps: int, ckpt: str | None = None) -> torch.Tensor:
+    L.seed_everything(0)
+    model = _Linear()
+    dm = StreamingDataModule(
+        root=str(root), cipher="none", block_size=8, batch_size=2, num_workers=2, augment=False
+    )
+    every = ModelCheckpoint(dirpath=run, every_n_train_steps=1, save_top_k=-1, filename="{step}")
+    trainer = L.Trainer(
+        max_epochs=2, max_steps=max_steps, logger=False, callbacks=[every],
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, dm, ckpt_path=ckpt)
+    return model.net.weight.detach().clone()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: the resumed run replays the rest of the interrupted epoch exactly "
+    "(litdata's loader state is in the step checkpoint), but the reused StreamingDataLoader "
+    "then yields an empty next epoch (litdata 0.2.76, Lightning 2.x); not fixed yet",
+)
+def test_mid_epoch_resume_with_workers_replays_the_same_batches(packed, tmp_path: Path) -> None:
+    """Stopped after 3 of the 4 steps of epoch 1 (loader state in the step checkpoint, two
+    workers) and resumed: the same final weights as the uninterrupted run."""
+    full = _fit(packed["enc"], tmp_path / "a", max_steps=-1)
+    _fit(packed["enc"], tmp_path / "b", max_steps=3)
+    resumed = _fit(packed["enc"], tmp_path / "c", -1, ckpt=str(tmp_path / "b" / "step=3.ckpt"))
+    torch.testing.assert_close(resumed, full, rtol=0, atol=0)
