@@ -10,7 +10,7 @@ ARGS ?=
 PYTEST_FLAGS ?=
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help install train test test-slow test-full lint typecheck bench clean
+.PHONY: help install train test test-slow test-full lint typecheck bench gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,8 +43,13 @@ lint: install  ## ruff lint + format check, mypy on ciphers/ and data/
 	$(BIN)/ruff format --check vitlearnenc tests experiments
 	$(BIN)/mypy vitlearnenc/ciphers vitlearnenc/data
 
-bench: install  ## run every benchmark; JSON + summary in experiments/results/bench/
+bench: install  ## run every benchmark; JSON in experiments/results/bench/ and results/data/
 	$(BIN)/python -m experiments.benchmarks.run_all
+	$(BIN)/python -m experiments.benchmarks.bench_streaming
+
+gpu-check: install  ## on a GPU machine (< 5 min): gpu tests + GPU rows of cipher, step, streaming benches
+	$(BIN)/pytest -m gpu -q $(PYTEST_FLAGS)
+	$(BIN)/python -m experiments.benchmarks.gpu_check
 
 clean:  ## remove caches and run outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache .mypy_cache

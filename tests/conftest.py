@@ -20,6 +20,8 @@ CIFAR10_JPEG = Path(
 def cifar10_jpeg() -> Path:
     """Path of the real CIFAR-10 JPEG archive; skips the test when it is not on this machine."""
     if not CIFAR10_JPEG.exists():
+        if os.environ.get("VITLEARNENC_REQUIRE_DATA") == "1":  # set by .ci/run: fail, not skip
+            pytest.fail(f"real CIFAR-10 copy not found at {CIFAR10_JPEG} (CI requires it)")
         pytest.skip(
             f"real CIFAR-10 copy not found at {CIFAR10_JPEG} (set VITLEARNENC_CIFAR10_JPEG)"
         )

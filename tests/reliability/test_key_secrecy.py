@@ -300,3 +300,36 @@ def test_random_key_is_only_in_its_key_file(
     assert key.fingerprint in output  # the public fingerprint is what gets reported
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     _assert_no_leaks(KeyLeakScanner([key]), tmp_path, output, exclude=[key_file])
+
+
+# ------------------------------------------------------------------------------- shards
+def test_packed_shards_and_their_metadata_hold_no_key_material(
+    tmp_path: Path, owner_key: tuple[Path, CipherKey]
+) -> None:
+    """``vitlearnenc-pack`` (as a console script, two workers) writes ciphertexts, labels,
+    names and public metadata: no permutation in any chunk, index or the metadata file,
+    nor on its console."""
+    import subprocess
+    import sys
+
+    from tests.data.conftest import write_tree
+
+    key_path, key = owner_key
+    write_tree(tmp_path / "src", {"train/a": 4, "train/b": 4, "test/a": 2, "test/b": 2}, size=64)
+    out = tmp_path / "shards"
+    command = [sys.executable, "-m", "vitlearnenc.cli.pack", "--key", str(key_path)]
+    result = subprocess.run(
+        [*command, "--workers", "2", "--val-fraction", "0.25", str(tmp_path / "src"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "test",
+        "train",
+        "val",
+        "vitlearnenc-shards.json",
+    ]
+    assert key.fingerprint in (out / "vitlearnenc-shards.json").read_text()
+    _assert_no_leaks(KeyLeakScanner([key]), out, result.stdout + result.stderr, exclude=[])

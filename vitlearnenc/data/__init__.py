@@ -1,4 +1,4 @@
-"""LightningDataModules (CIFAR-10/100, image folders and archives, synthetic) and the
+"""LightningDataModules (CIFAR-10/100, image folders and archives, streamed shards, synthetic) and the
 on-device pipeline: augment -> resize -> encrypt -> normalise, batched, in
 ``EncryptedDataModule.on_after_batch_transfer``."""
 
@@ -7,6 +7,7 @@ from vitlearnenc.data.base import DatasetNotFoundError, EncryptedDataModule
 from vitlearnenc.data.cifar import CIFARDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset, collate_batch, split_train_val
 from vitlearnenc.data.folder import ImageFolderDataModule, PredictFolderDataModule
+from vitlearnenc.data.streaming import StreamingDataModule
 from vitlearnenc.data.synthetic import SyntheticDataModule, make_synthetic_images
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "EncryptedDataModule",
     "ImageFolderDataModule",
     "PredictFolderDataModule",
+    "StreamingDataModule",
     "SyntheticDataModule",
     "UInt8ImageDataset",
     "collate_batch",

@@ -326,14 +326,7 @@ class EncryptedDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Per-device batch size, the cipher (before any data is decoded), then the splits
         that ``stage`` needs; splits already loaded are kept."""
-        if self.trainer is not None:
-            world = self.trainer.world_size
-            if self.batch_size % world:
-                raise InputError(
-                    f"data.batch_size={self.batch_size} does not divide among {world} devices "
-                    f"(trainer.devices x trainer.num_nodes); use a multiple of {world}"
-                )
-            self.batch_size_per_device = self.batch_size // world
+        self._set_batch_size_per_device()
         if self._cipher is None:
             self._cipher = self._build_cipher(self._cipher_input_size(stage))
         if stage in (None, "fit", "validate") and self.train_set is None:
@@ -348,6 +341,17 @@ class EncryptedDataModule(L.LightningDataModule):
             predict = self.load_predict()
             self._check_loaded(predict, "predict")
             self.predict_set = predict
+
+    def _set_batch_size_per_device(self) -> None:
+        """The global batch size divided among the trainer's devices (it must divide)."""
+        if self.trainer is not None:
+            world = self.trainer.world_size
+            if self.batch_size % world:
+                raise InputError(
+                    f"data.batch_size={self.batch_size} does not divide among {world} devices "
+                    f"(trainer.devices x trainer.num_nodes); use a multiple of {world}"
+                )
+            self.batch_size_per_device = self.batch_size // world
 
     def _loader(
         self, dataset: Dataset[Any] | None, stage: str, shuffle: bool = False
