@@ -59,7 +59,7 @@ def _stream_child(root: str, workers: int, batch: int, device: str) -> None:
     torch.set_num_threads(1)
     start = time.perf_counter()
     dm = StreamingDataModule(
-        root=root, cipher="none", block_size=16, batch_size=batch, num_workers=workers,
+        root=root, cipher="pre_encrypted", block_size=16, batch_size=batch, num_workers=workers,
         augment=False, pin_memory=device == "cuda",
     )  # fmt: skip
     dm.setup("fit")

@@ -20,9 +20,11 @@ DATASETS = {"cifar10": 0, "cifar100": 1}  # column of the dataset in PAPER's val
 
 
 def readme_sweeps() -> dict[str, list[str]]:
-    """Override list of each documented SLURM sweep, by its ``data=`` value."""
+    """Override list of each documented SLURM sweep, by its ``data=`` value (a command continued
+    with a backslash counts as one line)."""
     sweeps: dict[str, list[str]] = {}
-    for line in (PROJECT_ROOT / "README.md").read_text().splitlines():
+    text = (PROJECT_ROOT / "README.md").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
         if line.startswith(SWEEP_PREFIX):
             overrides = shlex.split(line)[2:]
             data = next(o.removeprefix("data=") for o in overrides if o.startswith("data="))
@@ -38,7 +40,8 @@ def jobs(overrides: list[str]) -> list[list[str]]:
 
 
 def test_readme_documents_one_slurm_sweep_per_dataset() -> None:
-    assert sorted(readme_sweeps()) == sorted(DATASETS)
+    # the paper's datasets; other documented SLURM lines (e.g. data=streaming) are not Table I
+    assert set(DATASETS) <= set(readme_sweeps())
 
 
 @pytest.mark.parametrize("data", sorted(DATASETS))
