@@ -347,10 +347,17 @@ class PixelMoments:
         return cls((total / count).numpy(), (square / count).numpy())
 
 
-def choose_global_variant(restored: Corpus, public: Corpus) -> ValueMap:
+def choose_global_variant(
+    restored: Corpus, public: Corpus, allowed: np.ndarray | None = None
+) -> ValueMap:
     """The global variant g minimising the expected standardised squared distance between
     g(restored) and the public images' per-value mean (their spread as scale), computed from
     first and second moments only: ``E||(g(x) - mu) / s||^2``.
+
+    Args:
+        restored: the corpus as the solver restored it (right up to g).
+        public: public plain images of the same shape.
+        allowed: the variant numbers to choose from (default: all that keep the shape).
 
     Returns the map of g (apply after the solver's map).
     """
@@ -358,7 +365,8 @@ def choose_global_variant(restored: Corpus, public: Corpus) -> ValueMap:
     mine, theirs = PixelMoments.of(restored), PixelMoments.of(public)
     spread = np.maximum(np.sqrt(np.maximum(theirs.square - theirs.mean**2, 0.0)), 1.0)
     best, best_cost = 0, np.inf
-    for variant in shape_keeping_variants(shape):
+    candidates = shape_keeping_variants(shape) if allowed is None else allowed
+    for variant in candidates:
         mapping = global_variant_map(shape, int(variant))
         mean = mine.mean.reshape(-1)[mapping.index]
         square = mine.square.reshape(-1)[mapping.index]
