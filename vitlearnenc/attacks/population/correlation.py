@@ -38,8 +38,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import minimum_spanning_tree, shortest_path
 
-from vitlearnenc.attacks.jigsaw import _descend, _grid_edges, _mds_placement, _placement_cost
-
+from vitlearnenc.attacks.jigsaw import _descend, _grid_edges, _mds_placement
 from vitlearnenc.attacks.population.corpus import Corpus, as_corpus
 from vitlearnenc.attacks.population.edges import DOWN, RIGHT, accumulate_edge_stats
 from vitlearnenc.attacks.population.plans import (
@@ -47,7 +46,6 @@ from vitlearnenc.attacks.population.plans import (
     ValueMap,
     block_variant_map,
     channel_orders,
-    transform_array,
 )
 from vitlearnenc.attacks.population.pooled_jigsaw import (
     _VariantCosts,
@@ -59,8 +57,9 @@ from vitlearnenc.ciphers.fastpath import NibbleKernel
 from vitlearnenc.ciphers.nibbles import block_nibble_positions
 
 _CENTRE = 7.5
-#: FAQ restarts (one from the barycentre, the rest random); the best objective is kept
-_FAQ_RESTARTS = 4
+#: low-nibble assignment rounds: the first predicts from the neighbours' bins, the next from
+#: their values as the previous round restored them
+_LOW_ROUNDS = 2
 
 
 # ------------------------------------------------------------------------------- statistics
@@ -101,10 +100,8 @@ def nibble_moments(corpus: Corpus, block_size: int, shared: bool) -> MomentSums:
     count = 0
     for chunk in corpus:
         nib = block_nibbles(chunk.cpu(), block_size).double()  # (B, N, L)
-        if shared:
-            nib = nib.reshape(1, -1, nib.shape[-1])  # every block one sample
-        else:
-            nib = nib.transpose(0, 1)  # (N, B, L)
+        # shared: every block is one sample of one position; else (N, B, L) per position
+        nib = nib.reshape(1, -1, nib.shape[-1]) if shared else nib.transpose(0, 1)
         part_first = nib.sum(1)
         part_second = torch.bmm(nib.transpose(1, 2), nib)
         first = part_first if first is None else first + part_first
@@ -399,8 +396,12 @@ def correlation_attack(
     placed = block_variant_map(shape, block_size, positions, variants)
     placed = placed.then(choose_global_variant(stage.map(placed.apply), public, allowed))
     high_map = provisional.then_values(placed)
-    low_atoms, low_flips = _match_low_nibbles(corpus, high_map, block_size, slots, shared)
-    final = _with_lows(high_map, low_atoms, low_flips, block_size)
+    final = high_map
+    for refine in range(_LOW_ROUNDS):  # round 0 predicts from bins, later rounds from values
+        low_atoms, low_flips = _match_low_nibbles(
+            corpus, final, block_size, slots, shared, use_lows=refine > 0
+        )
+        final = _with_lows(high_map, low_atoms, low_flips, block_size)
     return CorrelationResult(final, block_size, len(corpus), shared)
 
 
@@ -443,37 +444,40 @@ def _uniform_variant(stats: object) -> int:
     return int(np.argmin(totals)) * per_code
 
 
-def _slot_features(high: torch.Tensor, block_size: int, channels: int) -> torch.Tensor:
-    """Predicted low nibble of every slot from the high nibbles around it (step 4).
+def _slot_features(restored: torch.Tensor, block_size: int, use_lows: bool) -> torch.Tensor:
+    """Predicted low nibble of every value from its 4-neighbours in the whole image (step 4).
 
     Args:
-        high: ``(B, N, S)`` high nibbles 0..15 in LE's slot order.
+        restored: ``(B, C, H, W)`` uint8, the current restoration (high nibbles right).
+        use_lows: trust the restored low nibbles of the neighbours; else take every neighbour
+            at the middle of its 16-level bin.
 
     Returns:
-        ``(B, N, S)``: the mean of the 4-neighbours' mid-bin values (same channel, same
-        block) minus the slot's own bin start, clipped to 0..15, centred.
+        ``(B, N, S)`` in LE's slot order: the neighbours' mean value minus the value's own bin
+        start, clipped to 0..15, centred.
     """
-    batch, count, _ = high.shape
-    grid = high.reshape(batch * count, block_size, block_size, channels).permute(0, 3, 1, 2)
-    value = grid * 16.0 + 7.5
+    high = (restored >> 4).double() * 16.0
+    value = restored.double() if use_lows else high + 7.5
     padded = torch.nn.functional.pad(value, (1, 1, 1, 1), value=float("nan"))
     around = torch.stack(
-        [
-            padded[..., :-2, 1:-1],
-            padded[..., 2:, 1:-1],
-            padded[..., 1:-1, :-2],
-            padded[..., 1:-1, 2:],
-        ]
+        [padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]]
     )
-    neighbours = torch.nanmean(around, dim=0)
-    predicted = (neighbours - grid * 16.0).clamp(0, 15) - _CENTRE
-    return predicted.permute(0, 2, 3, 1).reshape(batch, count, -1)
+    predicted = (torch.nanmean(around, dim=0) - high).clamp(0, 15) - _CENTRE
+    batch, channels, height, width = restored.shape
+    grid = predicted.reshape(batch, channels, height // block_size, block_size, -1, block_size)
+    return grid.permute(0, 2, 4, 3, 5, 1).reshape(batch, -1, block_size * block_size * channels)
 
 
 def _match_low_nibbles(
-    corpus: Corpus, high_map: NibbleMap, block_size: int, slots: int, shared: bool
+    corpus: Corpus,
+    high_map: NibbleMap,
+    block_size: int,
+    slots: int,
+    shared: bool,
+    use_lows: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Step 4: ``(N, S)`` encrypted low atom for every plain low slot and its flip."""
+    """Step 4: ``(N, S)`` encrypted low atom for every plain low slot and its flip, given a map
+    whose high nibbles are right (``use_lows``: and whose low nibbles are a first guess)."""
     channels, height, width = high_map.shape
     count = (height // block_size) * (width // block_size)
     positions = block_nibble_positions((height, width), block_size, channels)
@@ -496,8 +500,7 @@ def _match_low_nibbles(
     samples = 0
     for chunk in corpus:
         cipher_nib = block_nibbles(chunk.cpu(), block_size).double()  # (B, N, L) encrypted
-        restored = block_nibbles(high_map.apply(chunk.cpu()), block_size)[..., slots:] + _CENTRE
-        features = _slot_features(restored, block_size, channels).double()  # (B, N, S)
+        features = _slot_features(high_map.apply(chunk.cpu()), block_size, use_lows)
         candidates = torch.gather(
             cipher_nib[:, source_block],
             2,
