@@ -9,6 +9,7 @@ the victims. At 224x224 both are upsampled on the fly (bilinear, the training pi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 
 from vitlearnenc.attacks.population import Corpus
 from vitlearnenc.attacks.population.correlation import CorrelationResult
-from vitlearnenc.attacks.population.plans import block_sources
+from vitlearnenc.attacks.population.plans import block_sources, global_variant_map
 from vitlearnenc.attacks.population.pooled_jigsaw import PooledJigsawResult, PooledVariantResult
 from vitlearnenc.ciphers import Cipher, CipherKey, ProposedCipher, build_cipher
 from vitlearnenc.ciphers.base import NotInvertibleError
@@ -68,6 +69,27 @@ def encrypt(cipher: Cipher, plain: Corpus) -> Corpus:
 
         return Corpus(chunks)
     return plain.map(cipher.encrypt)
+
+
+def oriented(result: Any, variant: int) -> Any:
+    """``result`` with its restorations turned by one global variant (researcher side: the
+    orientation oracle). The proposed cipher's puzzle has a fixed orientation: unchanged."""
+    if isinstance(result, PooledVariantResult):
+        shape = result.value_map.shape
+        return replace(result, value_map=result.value_map.then(global_variant_map(shape, variant)))
+    if isinstance(result, CorrelationResult):
+        shape = result.nibble_map.shape
+        mapped = result.nibble_map.then_values(global_variant_map(shape, variant))
+        return replace(result, nibble_map=mapped)
+    return result
+
+
+def orientations(result: Any) -> list[int]:
+    """The variant numbers of the 8 rotations/reflections of the image (no NP, no recolouring)
+    that :func:`oriented` can apply to ``result``."""
+    if isinstance(result, PooledJigsawResult):
+        return [0]
+    return [code * 12 for code in range(8)]
 
 
 def key_scores(cipher: Cipher, result: Any) -> dict[str, Any]:

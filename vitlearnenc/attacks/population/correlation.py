@@ -460,7 +460,12 @@ def _slot_features(restored: torch.Tensor, block_size: int, use_lows: bool) -> t
     value = restored.double() if use_lows else high + 7.5
     padded = torch.nn.functional.pad(value, (1, 1, 1, 1), value=float("nan"))
     around = torch.stack(
-        [padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]]
+        [
+            padded[..., :-2, 1:-1],
+            padded[..., 2:, 1:-1],
+            padded[..., 1:-1, :-2],
+            padded[..., 1:-1, 2:],
+        ]
     )
     predicted = (torch.nanmean(around, dim=0) - high).clamp(0, 15) - _CENTRE
     batch, channels, height, width = restored.shape
