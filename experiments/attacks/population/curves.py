@@ -210,6 +210,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     figure = Figure(figsize=(11, 4))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2)
+    colours = dict(zip(CIPHERS_32, ("C0", "C1", "C2", "C3", "C4"), strict=True))
     for size, style in ((32, "-o"), (224, "--s")):
         for name in CIPHERS_32:
             mine = [r for r in runs if r["image_size"] == size and r["cipher"] == name]
@@ -217,12 +218,13 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
                 continue
             label = f"{NAMES[name]} {size}/{mine[0]['block_size']}"
             counts = [r["n"] for r in mine]
-            axes[0].plot(counts, [r["ssim_mean"] for r in mine], style, label=label)
-            axes[0].plot(
-                counts, [r["ssim_mean_up_to_orientation"] for r in mine], ":", color="grey", lw=0.6
-            )
-            if "k1_accuracy" in mine[0]:
-                axes[1].plot(counts, [r["k1_accuracy"] for r in mine], style, label=label)
+            colour = colours[name]
+            for ax, metric in ((axes[0], "ssim_mean"), (axes[1], "k1_accuracy")):
+                if metric not in mine[0]:
+                    continue
+                ax.plot(counts, [r[metric] for r in mine], style, color=colour, label=label)
+                turned = [r[f"{metric}_up_to_orientation"] for r in mine]
+                ax.plot(counts, turned, ":", color=colour, lw=1.0)
     axes[0].axhline(THRESHOLD, color="grey", lw=0.8, ls=":")
     titles = ("restoration: mean SSIM", "key recovery: K1 entries right")
     for ax, title in zip(axes, titles, strict=True):
@@ -231,7 +233,8 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(title)
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="center right", title="dotted: up to orientation",
+                   title_fontsize=7)  # fmt: skip
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
