@@ -81,6 +81,7 @@ class ImageFolderDataModule(EncryptedDataModule):
         self.classes: list[str] | None = None
         self.predict_files: list[str] = []
         self._labelled: dict[str, UInt8ImageDataset] | None = None
+        self._handed_over: set[str] = set()  # splits load_split returned (and dropped)
         self._marker_checked: set[Path] = set()
 
     @property
@@ -105,14 +106,19 @@ class ImageFolderDataModule(EncryptedDataModule):
         folders = {"train": self.train_dir, "test": self.test_dir}
         if split not in folders:
             raise InputError(f"image folders have the splits 'train' and 'test', not {split!r}")
-        if self._labelled is None:
-            self._labelled = self._load_labelled()
+        if self._labelled is None or (
+            split not in self._labelled and split in self._handed_over
+        ):  # a second request decodes again
+            self._labelled, self._handed_over = self._load_labelled(), set()
         if split not in self._labelled:
             raise DatasetNotFoundError(
                 f"no images in class folders under {self._root()}/{folders[split]}; expected "
                 f"{_LAYOUT} (a folder or a .tar/.tar.gz archive of that layout)"
             )
-        return self._labelled[split]
+        # handed over, not kept: setup keeps what it needs (a label_subset or split copy),
+        # so a cached full split would double the memory
+        self._handed_over.add(split)
+        return self._labelled.pop(split)
 
     def load_predict(self) -> UInt8ImageDataset:
         dataset, self.predict_files = _load_unlabelled(
