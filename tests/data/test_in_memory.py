@@ -10,6 +10,7 @@ import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from tests.data.conftest import write_tree
@@ -108,3 +109,33 @@ def test_label_subset_keeps_no_full_copy_of_the_split(tmp_path: Path) -> None:
     gc.collect()
     assert len(dm.train_set) == 8 and full[0]() is None  # the 12-image split is gone
     assert len(dm.load_split("train")) == 12  # asked again, it is decoded again
+
+
+def test_headers_first_mixed_sizes_are_refused_before_any_decoding(tmp_path, monkeypatch):
+    from vitlearnenc.data import imagestore
+
+    write_tree(tmp_path, {"train/ant": 3})
+    write_tree(tmp_path, {"train/bee": 1}, size=24, seed=1)
+    decoded: list[object] = []
+    monkeypatch.setattr(imagestore, "_decode", lambda job: decoded.append(job))
+    with pytest.raises(imagestore.MixedSizesError, match=r"train/bee/000.png is 24x24 but"):
+        imagestore.load_tree(tmp_path, ["train"])
+    assert decoded == []
+
+
+@pytest.mark.parametrize("archive", [False, True])
+def test_load_tree_decodes_into_one_tensor_and_closes_up_failed_rows(tmp_path, archive):
+    from tests.data.conftest import make_tar
+    from vitlearnenc.data.imagestore import decode_tree, load_tree
+
+    written = write_tree(tmp_path / "src", {"train/ant": 3, "train/bee": 3})
+    broken = tmp_path / "src/train/ant/001.png"  # its header reads, its pixels do not
+    broken.write_bytes(broken.read_bytes()[:60])
+    source = make_tar(tmp_path / "src", tmp_path / "src.tar.gz") if archive else tmp_path / "src"
+    tree = load_tree(source, ["train"])["train"]
+    expected = decode_tree(source, ["train"])["train"]
+    kept = sorted(name.removeprefix("train/") for name in written if name != "train/ant/001.png")
+    assert tree.names == expected.names == kept
+    assert [name for name, _ in tree.failures] == ["ant/001.png"]
+    assert tree.images.shape == (5, 3, 16, 16) and tree.images.is_contiguous()
+    assert torch.equal(tree.images, torch.stack(expected.images))

@@ -38,7 +38,12 @@ from vitlearnenc.ciphers import (
     load_key,
 )
 from vitlearnenc.data.augment import random_crop_flip
-from vitlearnenc.data.datasets import UInt8ImageDataset, collate_batch, split_train_val
+from vitlearnenc.data.datasets import (
+    EpochShuffleSampler,
+    UInt8ImageDataset,
+    collate_batch,
+    split_train_val,
+)
 from vitlearnenc.errors import InputError
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.logging import RankedLogger
@@ -364,19 +369,19 @@ class EncryptedDataModule(L.LightningDataModule):
     def _loader(
         self, dataset: Dataset[Any] | None, stage: str, shuffle: bool = False
     ) -> DataLoader:
-        """A ``StatefulDataLoader``: Lightning saves its position (sampler order, batches
-        already yielded, worker states) in step checkpoints, so a run resumed mid-epoch
-        continues with the batches an uninterrupted run would have seen."""
+        """A ``StatefulDataLoader`` (shuffled by :class:`EpochShuffleSampler`): Lightning
+        saves its position (sampler order, batches already yielded, worker states) in step
+        checkpoints, so a run resumed mid-epoch continues with the batches an uninterrupted
+        run would have seen."""
         if dataset is None:
             raise RuntimeError(f"the data for {stage!r} is not loaded; call setup({stage!r}) first")
         workers = self.num_workers
         return StatefulDataLoader(
             dataset,
             batch_size=self.batch_size_per_device,
-            shuffle=shuffle,
-            # its own stream: iterator starts draw no numbers from the global RNG (a resumed
-            # run's augmentation and dropout would shift), and its state is in the loader's
-            generator=torch.Generator().manual_seed(self.augment_seed) if shuffle else None,
+            # the order of epoch e from (augment_seed, e): no draws from the global RNG
+            sampler=EpochShuffleSampler(dataset, self.augment_seed) if shuffle else None,  # type: ignore[arg-type]
+            generator=torch.Generator().manual_seed(self.augment_seed),  # workers' base seed
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),

@@ -16,7 +16,7 @@ checkpoint written at an epoch boundary, or in the middle of an epoch by step ch
 (``callbacks.last_checkpoint.every_n_train_steps=N``), replays the same batches with the same
 augmentation and ends with the same weights as an uninterrupted run, with DataLoader workers
 too (tested on the CPU, one device, ``data.num_workers=2``, in-memory and streamed data). That
-needs resumable loaders (``StatefulDataLoader`` with its own generator, litdata's
+needs resumable loaders (``StatefulDataLoader`` with a per-epoch seeded sampler, litdata's
 ``StreamingDataLoader``), the augmentation stream of the DataModule (seeded per batch, its
 count in the checkpoint) and :class:`LoaderStateCallback`.
 """
@@ -35,6 +35,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.fabric.utilities.types import _PATH
 
 from vitlearnenc.utils.logging import RankedLogger
@@ -204,17 +205,22 @@ class LoaderStateCallback(L.Callback):
     learning-rate schedule reads in ``configure_optimizers``, builds the loader before the
     checkpoint is restored; the state then stays unloaded and a run resumed from a mid-epoch
     (step) checkpoint restarts the epoch from another order (Lightning issue #20550, open in
-    Lightning 2.6). Here, at ``on_train_start``, after the restore and before the first
-    batch, the pending states are loaded and the loader iterated afresh from them, as the
-    fit loop itself does when nothing built the loader early. A no-op otherwise.
+    Lightning 2.6). The same early iterator also took its shuffle before Lightning set the
+    sampler's epoch. Here, in a resumed run, at ``on_train_start`` (after the restore, before
+    the first batch) the sampler epoch is set, pending states are loaded and the loader is
+    iterated afresh, as the fit loop itself does when nothing built the loader early.
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loop = trainer.fit_loop
-        states = loop._combined_loader_states_to_load
-        if not (states and loop.restarting and loop._combined_loader is not None):
+        if trainer.ckpt_path is None or loop._combined_loader is None:
             return
-        loop._combined_loader._load_state_dicts(states)
-        loop._combined_loader_states_to_load = []
+        # the sampler epoch too: the early iterator was made before Lightning set it
+        for loader in loop._combined_loader.flattened:
+            _set_sampler_epoch(loader, loop.epoch_progress.current.processed)
+        states = loop._combined_loader_states_to_load
+        if states and loop.restarting:
+            loop._combined_loader._load_state_dicts(states)
+            loop._combined_loader_states_to_load = []
         if loop._data_fetcher is not None:
             iter(loop._data_fetcher)  # a new iterator, from the loaded position
