@@ -10,6 +10,8 @@ Examples::
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,18 +49,19 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 
 def prepare_data_in_turn(datamodule: L.LightningDataModule, run_dir: Path) -> None:
-    """``prepare_data`` (downloads) one rank at a time, under a file lock in the run directory.
+    """``prepare_data`` (downloads) one process at a time on each node.
 
     The Trainer would run it on each node's first process only, behind a barrier, but it does
     not exist yet here (the data gives the model its number of classes), and every rank runs
-    this function. Without the lock all ranks of a node downloaded into one folder at once;
+    this function. Without a lock all ranks of a node downloaded into one folder at once;
     with it the first downloads and the others find the files (``prepare_data`` only fetches
-    what is missing).
+    what is missing). The lock file is in the node's temporary folder (named after the run
+    directory), so a failed start leaves nothing in the run directory.
     """
     from filelock import FileLock
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(run_dir / ".prepare_data.lock"):
+    name = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"vitlearnenc-prepare-{name}.lock"):
         datamodule.prepare_data()
 
 
