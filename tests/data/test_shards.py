@@ -189,7 +189,9 @@ def test_refusals(
         [*base, "--resize", "64", str(source), str(out)], capsys
     )
     assert "needs --key" in _run_error(["--cipher", "proposed", str(source), str(out)], capsys)
-    assert "--cipher plain" in _run_error(["--cipher", "pre_encrypted", str(source), str(out)], capsys)
+    assert "--cipher plain" in _run_error(
+        ["--cipher", "pre_encrypted", str(source), str(out)], capsys
+    )
     assert "inside the source" in _run_error(
         [*base, "--resize", "32", str(source), str(source / "out")], capsys
     )

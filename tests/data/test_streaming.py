@@ -58,7 +58,9 @@ def _assert_same_batches(a, b) -> None:
 def test_encrypted_shards_give_the_pre_encrypted_folder_batches(packed) -> None:
     """Bit for bit: cipher=pre_encrypted over the shards equals cipher=pre_encrypted over the
     vitlearnenc-encrypt folder (shuffle off; test split, and the whole train+val set)."""
-    stream = StreamingDataModule(root=str(packed["enc"]), cipher="pre_encrypted", block_size=8, **COMMON)
+    stream = StreamingDataModule(
+        root=str(packed["enc"]), cipher="pre_encrypted", block_size=8, **COMMON
+    )
     memory = ImageFolderDataModule(
         root=str(packed["folder"]), cipher="pre_encrypted", block_size=8, val_fraction=0, **COMMON
     )
@@ -119,7 +121,11 @@ def test_metadata_that_disagrees_with_the_config_is_refused(packed, shards, conf
 def test_matching_fingerprint_is_accepted(packed) -> None:
     fingerprint = json.loads((packed["enc"] / METADATA_NAME).read_text())["key_fingerprint"]
     dm = StreamingDataModule(
-        root=str(packed["enc"]), cipher="pre_encrypted", block_size=8, key_fingerprint=fingerprint, **COMMON
+        root=str(packed["enc"]),
+        cipher="pre_encrypted",
+        block_size=8,
+        key_fingerprint=fingerprint,
+        **COMMON,
     )
     dm.setup("fit")
     # training drops the last partial batch (9 images, batches of 4)
@@ -201,7 +207,12 @@ def _fit(root: Path, run: Path, max_steps: int, ckpt: str | None = None) -> torc
     L.seed_everything(0)
     model = _Linear()
     dm = StreamingDataModule(
-        root=str(root), cipher="pre_encrypted", block_size=8, batch_size=2, num_workers=2, augment=False
+        root=str(root),
+        cipher="pre_encrypted",
+        block_size=8,
+        batch_size=2,
+        num_workers=2,
+        augment=False,
     )
     every = ModelCheckpoint(dirpath=run, every_n_train_steps=1, save_top_k=-1, filename="{step}")
     trainer = L.Trainer(

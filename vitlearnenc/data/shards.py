@@ -487,8 +487,8 @@ def pack(
         listing = list_source(source)
         splits = assign_splits(listing, options.val_fraction, options.seed)
         if image_size is None:  # plain, no --resize: the first image's size
-            image_size = tuple(_first_image(splits).shape[-2:])  # type: ignore[assignment]
-        assert image_size is not None
+            height, width = _first_image(splits).shape[-2:]
+            image_size = (int(height), int(width))
         block_size = block_size if block_size is not None else math.gcd(*image_size)
         for side in image_size:
             if side % block_size:

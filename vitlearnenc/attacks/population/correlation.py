@@ -39,7 +39,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import minimum_spanning_tree, shortest_path
 
 from vitlearnenc.attacks.jigsaw import _descend, _grid_edges, _mds_placement
-from vitlearnenc.attacks.population.corpus import Corpus, as_corpus
+from vitlearnenc.attacks.population.corpus import Corpus, CorpusError, as_corpus
 from vitlearnenc.attacks.population.edges import DOWN, RIGHT, accumulate_edge_stats
 from vitlearnenc.attacks.population.plans import (
     DIHEDRAL,
@@ -107,7 +107,8 @@ def nibble_moments(corpus: Corpus, block_size: int, shared: bool) -> MomentSums:
         first = part_first if first is None else first + part_first
         second = part_second if second is None else second + part_second
         count += nib.shape[1]
-    assert first is not None and second is not None
+    if first is None or second is None:
+        raise CorpusError("the corpus is empty: give at least one ciphertext")
     return MomentSums(first.numpy(), second.numpy(), count)
 
 

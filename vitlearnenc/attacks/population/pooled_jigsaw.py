@@ -34,7 +34,7 @@ from vitlearnenc.attacks.jigsaw import (
     _placement_cost,
     _position_costs,
 )
-from vitlearnenc.attacks.population.corpus import Corpus, as_corpus
+from vitlearnenc.attacks.population.corpus import Corpus, CorpusError, as_corpus
 from vitlearnenc.attacks.population.edges import (
     OPPOSITE,
     EdgeStats,
@@ -343,7 +343,8 @@ class PixelMoments:
             total = part if total is None else total + part
             square = part_sq if square is None else square + part_sq
             count += chunk.shape[0]
-        assert total is not None and square is not None
+        if total is None or square is None:
+            raise CorpusError("the corpus is empty: give at least one ciphertext")
         return cls((total / count).numpy(), (square / count).numpy())
 
 
