@@ -120,10 +120,20 @@ def validate_config(cfg: DictConfig) -> None:
     if model.get("key_adapt"):
         if not _is_vit(model):
             raise ConfigError("model.key_adapt=true needs a ViT model (its weights absorb the key)")
-        if cfg.cipher.name != "proposed":
+        # issue 16: the linear patch ciphers (orthomix) are absorbable too; to become the
+        # absorbable_by_vit capability check of the cipher registry refactor
+        if not getattr(cipher_cls, "absorbable_by_vit", cfg.cipher.name == "proposed"):
             raise ConfigError(
-                f"model.key_adapt=true needs cipher=proposed (got {cfg.cipher.name}): only block "
-                "scrambling + shared pixel shuffling can be absorbed into a ViT's weights"
+                f"model.key_adapt=true needs cipher=proposed, orthomix or orthomix_sub (got "
+                f"{cfg.cipher.name}): only block scrambling + one shared map of every patch "
+                "can be absorbed into a ViT's weights"
+            )
+        data = cfg.get("data") or {}
+        stats = [*data.get("mean", [0.5]), *data.get("std", [0.5])]
+        if hasattr(cipher_cls, "patch_matrix") and any(float(v) != 0.5 for v in stats):
+            raise ConfigError(
+                f"model.key_adapt=true with cipher={cfg.cipher.name} absorbs the normalisation "
+                "mean = std = 0.5; set data.mean=[0.5,0.5,0.5] data.std=[0.5,0.5,0.5]"
             )
 
 
