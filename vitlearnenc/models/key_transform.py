@@ -451,11 +451,15 @@ def transform_vit(
             weight.copy_(weight.reshape(weight.shape[0], -1)[:, cols].reshape(weight.shape))
         rows = torch.as_tensor(pi + layout.prefix_rows, device=pos_embed.device)
         pos_embed[:, layout.prefix_rows :] = pos_embed[:, rows].clone()
-    log.debug(
-        "%s ViT embeddings for key %s",
-        "restored" if inverse else "transformed",
-        cipher.key.fingerprint,
-    )
+    if inverse:
+        log.debug("restored ViT embeddings for key %s", cipher.key.fingerprint)
+    else:
+        log.info(
+            "ViT embeddings transformed for key %s: these weights are key-equivalent (with the "
+            "public weights they came from they reveal the key), so keep the model and its "
+            "checkpoints as secret as the key",
+            cipher.key.fingerprint,
+        )
     return model
 
 
