@@ -110,17 +110,28 @@ def test_expand_mixing_matches_the_sub_variant() -> None:
 
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    ("name", "matched"), [("orthomix_sub", False), ("orthomix", True)], ids=["sub", "dense-1class"]
+)
 @pytest.mark.parametrize("attack", [covariance_attack, ica_attack], ids=["second", "ica"])
-def test_ciphertext_only_attacks_break_orthomix_on_cifar10(name: str, attack, cifar10_jpeg) -> None:
-    """Ciphertext-only on real photographs (300 victims, 2000 public training images): both
-    statistical attacks recover K1 and restore the images (see experiments/attacks/frontier)."""
+def test_ciphertext_only_attacks_on_cifar10(name: str, matched: bool, attack, cifar10_jpeg) -> None:
+    """Ciphertext-only on real photographs (300 victims, 2000 public training images):
+    orthomix_sub falls with class-balanced random draws; dense orthomix falls when the public
+    images come from the victims' class (the copy is sorted by class: the first images of each
+    split are airplanes); see experiments/attacks/frontier for the balanced numbers."""
     from vitlearnenc.data.folder import ImageFolderDataModule
 
     dm = ImageFolderDataModule(root=str(cifar10_jpeg), num_workers=0, val_fraction=0.0)
     dm.setup("fit")
     dm.setup("test")
-    public, victims = dm.train_set.dataset.images[:2000], dm.test_set.images[:300]
+    train, test = dm.train_set.dataset.images, dm.test_set.images
+    if matched:
+        public, victims = train[:2000], test[:300]
+    else:
+        public = train[
+            torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:2000]
+        ]
+        victims = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:300]]
     cipher = cipher_for(name)
     estimate = attack(cipher.encrypt(victims), public, 4, variant=name)
     assert ssim(estimate.restored, victims).mean().item() > 0.95
