@@ -235,8 +235,9 @@ def run_setting(name: str, size: int, train: torch.Tensor, test: torch.Tensor) -
     }
     row["second_order"] = score(covariance_attack(encrypted, public, block, name), victims, cipher)
     print(f"  second order: ssim {row['second_order']['ssim']:.4f}", flush=True)
-    row["ica"] = score(ica_attack(encrypted, public, block, name), victims, cipher)
-    print(f"  ica: ssim {row['ica']['ssim']:.4f}", flush=True)
+    if size == 32:  # at 224/16 FastICA on 768-value units did not finish on the shared host
+        row["ica"] = score(ica_attack(encrypted, public, block, name), victims, cipher)
+        print(f"  ica: ssim {row['ica']['ssim']:.4f}", flush=True)
     known = known if size == 32 else resize_uint8(known, size)
     row["kpa"] = smallest_kpa(cipher, known, victims, encrypted)
     row["weight_matching"] = weight_matching(cipher, size, block)
@@ -263,12 +264,17 @@ def table(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
-        second, ica, weights = row["second_order"], row["ica"], row["weight_matching"]
+        second, weights = row["second_order"], row["weight_matching"]
+        ica = row.get("ica", {"ssim": float("nan"), "k1_accuracy": float("nan")})
         lines.append(
             f"| {row['cipher']} | {row['image_size']}/{row['block_size']} "
             f"| **{second['ssim']:.3f}** ({second['k1_accuracy']:.0%}) "
-            f"| {ica['ssim']:.3f} ({ica['k1_accuracy']:.0%}) "
-            f"| {row['kpa']['smallest_k']} "
+            + (
+                f"| {ica['ssim']:.3f} ({ica['k1_accuracy']:.0%}) "
+                if "ica" in row
+                else "| not run (FastICA at L=768 ran out of memory) "
+            )
+            + f"| {row['kpa']['smallest_k']} "
             f"| {'exact' if weights['k1_exact'] and weights['matrix_max_error'] < 1e-6 else 'no'}"
             f" (max error {weights['matrix_max_error']:.1e}) "
             f"| {row['floor_ciphertext_ssim']:.3f} | {row['key_space_bits']:.0f} |"
@@ -279,7 +285,8 @@ def table(results: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
-        second, ica = row["second_order"], row["ica"]
+        second = row["second_order"]
+        ica = row.get("ica", {"budget": {"seconds": float("nan")}, "psnr": float("nan")})
         lines.append(
             f"| {row['cipher']} | {row['image_size']}/{row['block_size']} | {row['victims']} "
             f"| {row['public_images']} | {second['budget']['seconds']:.0f} "
@@ -329,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/cifar10-jpeg.tar.gz"))
     parser.add_argument("--quick", action="store_true", help="32x32 rows only")
     parser.add_argument(
+        "--resume", action="store_true", help="keep the finished rows of results.json"
+    )
+    parser.add_argument(
         "--matched-only",
         action="store_true",
         help="recompute only the matched-domain rows into an existing results.json",
@@ -341,11 +351,15 @@ def main(argv: list[str] | None = None) -> int:
         results["matched_domain_command"] = command
     else:
         sizes = [32] if args.quick else [32, 224]
+        done: list[dict[str, Any]] = []
+        if args.resume and (RESULTS / "results.json").exists():
+            done = json.loads((RESULTS / "results.json").read_text())["rows"]
         results = {"command": command, "key_seed": KEY_SEED, "rows": []}
         results["throughput"] = {name: throughput(name) for name in (*CIPHERS, "proposed")}
         for size in sizes:
             for name in CIPHERS:
-                results["rows"].append(run_setting(name, size, train, test))
+                kept = [r for r in done if (r["cipher"], r["image_size"]) == (name, size)]
+                results["rows"].append(kept[0] if kept else run_setting(name, size, train, test))
                 RESULTS.mkdir(parents=True, exist_ok=True)
                 (RESULTS / "results.json").write_text(json.dumps(results, indent=1))
     results["matched_domain"] = [matched_domain(name, train, test) for name in CIPHERS]
@@ -361,7 +375,7 @@ def readme(results: dict, text: str) -> str:
     rows = {(r["cipher"], r["image_size"]): r for r in results["rows"]}
     verdicts = []
     for (cipher, size), row in rows.items():
-        best = max(row["second_order"]["ssim"], row["ica"]["ssim"])
+        best = max(row["second_order"]["ssim"], row.get("ica", {"ssim": -1.0})["ssim"])
         word = "**broken**" if best > 0.9 else "resists" if best < 0.5 else "partly restored"
         verdicts.append(
             f"- {cipher} at {size}/{row['block_size']}: {word} ciphertext-only: best mean SSIM "
