@@ -392,7 +392,7 @@ def readme(results: dict, text: str) -> str:
     for (cipher, size), row in rows.items():
         best = max(row["second_order"]["ssim"], row.get("ica", {"ssim": -1.0})["ssim"])
         word = (
-            "**broken**"
+            "**broken** by the"
             if best > 0.9
             else "resists the"
             if best < 0.5
