@@ -101,7 +101,11 @@ on the shared host. The out-of-memory killer stopped FastICA at L = 768 (10.8 GB
 known-plaintext loop at k = 3 (12 GB), so they are not in `results.json`. What the logs
 (`../../results/frontier/run_224_partial.log`) recorded with this script: orthomix second order
 mean SSIM **0.087** (resists); known plaintext, orthomix, k = 1: SSIM 0.991, k = 2: 0.998, the
-key not yet exact. An earlier hand probe with the same attack code, not this script, gave
+key not yet exact. The known-plaintext rows were then run on their own, with 20 victims
+(`python -m experiments.attacks.frontier.kpa_224 --data ../shared/data/cifar10-jpeg.tar.gz`,
+`../../results/frontier/kpa_224.json`). **k = 4 pairs give the exact key at 224/16** for both
+ciphers: 4 x 196 = 784 patch equations for the 768 unknowns of a column of A. k = 1, 2, 3 give
+SSIM 0.992, 0.998 and 0.9997. An earlier hand probe with the same attack code, not this script, gave
 orthomix_sub at 224/16 SSIM 0.990 with K1 exact, in the matched-domain setting: 300 public and
 100 victim images, all airplanes.
 `../../results/frontier/run_classsorted_draws.log` is the first run of this script, before the
