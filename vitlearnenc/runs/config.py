@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vitlearnenc.ciphers import get_cipher_class, list_ciphers, probe_cipher
+from vitlearnenc.ciphers import get_cipher_class, probe_cipher
 from vitlearnenc.ciphers.base import check_block_grid, parse_image_size
 from vitlearnenc.runs.errors import ConfigError
 
