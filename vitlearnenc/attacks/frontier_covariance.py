@@ -34,6 +34,7 @@ from vitlearnenc.attacks.frontier_common import (
     patches_to_images,
     shared_block_perm,
 )
+from vitlearnenc.ciphers import get_cipher_class
 
 #: a third moment counts as a sign witness when it exceeds this many standard errors
 _SKEW_Z = 4.0
@@ -206,7 +207,7 @@ def covariance_attack(
         sign_components: leading components whose signs the prior may flip.
     """
     start = time.perf_counter()
-    mix_size = block_size // 2 if variant == "orthomix_sub" else block_size
+    mix_size = block_size // get_cipher_class(variant).mixing_unit_divisor
     estimate = estimate_mixing(
         encrypted, public, mix_size, block_size, sign_images, sign_components
     )

@@ -32,6 +32,7 @@ from vitlearnenc.attacks.frontier_common import (
     nearest_orthogonal,
 )
 from vitlearnenc.attacks.frontier_covariance import estimate_mixing, expand_mixing, unmix_and_solve
+from vitlearnenc.ciphers import get_cipher_class
 
 
 def ica_basis(patches: np.ndarray, components: int, seed: int) -> np.ndarray:
@@ -108,7 +109,7 @@ def ica_attack(
         seed: seed of the subsets and of FastICA.
     """
     start = time.perf_counter()
-    mix_size = block_size // 2 if variant == "orthomix_sub" else block_size
+    mix_size = block_size // get_cipher_class(variant).mixing_unit_divisor
     estimate = estimate_mixing(encrypted, public, mix_size, block_size)
     rng = np.random.default_rng(seed)
     bases = []

@@ -74,6 +74,10 @@ class LinearPatchCipher(Cipher):
 
     #: y_i = A x_{pi(i)} with one shared linear A: key_adapt / transform_vit absorb it
     absorbable_by_vit: ClassVar[bool] = True
+    real_valued_ciphertexts: ClassVar[bool] = True
+    #: the mixing unit is the (M / divisor)-block: the whole block (1) or its sub-blocks (2);
+    #: public (the attacker knows the variant)
+    mixing_unit_divisor: ClassVar[int] = 1
 
     def __init__(self, key: CipherKey) -> None:
         super().__init__(key)
@@ -254,6 +258,7 @@ class OrthoMixSubCipher(LinearPatchCipher):
     same A_s in all four sub-blocks TL, TR, BL, BR of every block; vectors channel-major)."""
 
     name = "orthomix_sub"
+    mixing_unit_divisor: ClassVar[int] = 2
 
     @classmethod
     def _check_block(cls, block_size: int) -> None:

@@ -540,6 +540,12 @@ def _resolve_cipher(
     _refuse_encrypted(source)
     if options.key_file is not None:
         key = load_key(options.key_file)
+        if get_cipher_class(key.method).real_valued_ciphertexts:
+            raise PackError(
+                f"the {key.method} cipher gives real-valued ciphertexts, which uint8 shards cannot "
+                "hold; pack plain images (--cipher plain) and let the training run encrypt on "
+                "the device"
+            )
         if options.cipher is not None and options.cipher != key.method:
             raise PackError(
                 f"--cipher {options.cipher} but {options.key_file} is a {key.method!r} key; "

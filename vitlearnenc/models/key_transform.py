@@ -444,8 +444,7 @@ def transform_vit(
         )
     weight, pos_embed = embedding_parameters(model)
     with torch.no_grad():
-        if sigma is None:
-            assert isinstance(cipher, LinearPatchCipher)
+        if isinstance(cipher, LinearPatchCipher):
             _absorb_linear(model, cipher, layout, inverse, mean, std)
         else:
             cols = torch.as_tensor(sigma, device=weight.device)
