@@ -73,7 +73,7 @@ class LinearPatchCipher(Cipher):
     """
 
     #: y_i = A x_{pi(i)} with one shared linear A: key_adapt / transform_vit absorb it
-    absorbable_by_vit: ClassVar[bool] = True
+    absorbable_by_vit = True
     real_valued_ciphertexts: ClassVar[bool] = True
     #: the mixing unit is the (M / divisor)-block: the whole block (1) or its sub-blocks (2);
     #: public (the attacker knows the variant)
