@@ -85,6 +85,9 @@ def restore(result: PopulationResult, corpus: Corpus | torch.Tensor) -> Iterator
         yield result.decrypt(chunk)
 
 
+# registers attack=population (the registry imports this package on lookup)
+from vitlearnenc.attacks.population import registered as registered  # noqa: E402
+
 __all__ = [
     "ATTACKS",
     "CorrelationResult",
