@@ -256,7 +256,8 @@ def write_markdown(runs: dict[str, dict[str, Any]], results: Path) -> None:
         f"PSNR (capped at {any_run.get('psnr_cap_db', 100):.0f} dB) between each restoration and "
         "its plain image. Higher = the attack recovers more. Victim: CIFAR-10 test images (a fixed "
         "random subset) encrypted with one victim key (`key=seed key.seed=1`; PE: a fresh key per "
-        "image). The attacks see ciphertexts only (KPA: plus one known pair). `n/a`: the attack "
+        "image). The attacks see ciphertexts only (KPA: plus one known pair; population: N further "
+        "ciphertexts of the key, and public plain images). `n/a`: the attack "
         "does not apply to the cipher; `—`: not run. Commands: `experiments/attacks/README.md`; "
         "per-run JSON: `runs/`; long format with std/median: `table.csv`.",
         "",
