@@ -124,8 +124,8 @@ class Corpus:
         if self._count is None:
             for _ in self:
                 pass
-        if self._count is None:
-            raise CorpusError("the corpus is empty: give at least one ciphertext")
+        if self._count is None:  # the source yielded nothing countable
+            raise CorpusError("the corpus yielded no chunks; give it at least one image")
         return self._count
 
     @property
@@ -134,13 +134,13 @@ class Corpus:
         if self._shape is None:
             next(iter(self))
         if self._shape is None:
-            raise CorpusError("the corpus is empty: give at least one ciphertext")
+            raise CorpusError("the corpus yielded no chunks; give it at least one image")
         return self._shape
 
     def take(self, count: int) -> Corpus:
         """The first ``count`` images (the N of a population curve)."""
         if count <= 0:
-            raise ValueError(f"count must be positive, got {count}")
+            raise InputError(f"count must be positive, got {count}")
 
         def chunks() -> Iterator[torch.Tensor]:
             left = count

@@ -55,6 +55,7 @@ from vitlearnenc.attacks.population.pooled_jigsaw import (
 from vitlearnenc.ciphers.base import GatherPlan
 from vitlearnenc.ciphers.fastpath import NibbleKernel
 from vitlearnenc.ciphers.nibbles import block_nibble_positions
+from vitlearnenc.errors import InputError
 
 _CENTRE = 7.5
 #: low-nibble assignment rounds: the first predicts from the neighbours' bins, the next from
@@ -108,7 +109,7 @@ def nibble_moments(corpus: Corpus, block_size: int, shared: bool) -> MomentSums:
         second = part_second if second is None else second + part_second
         count += nib.shape[1]
     if first is None or second is None:
-        raise CorpusError("the corpus is empty: give at least one ciphertext")
+        raise CorpusError("the corpus is empty; give it at least one ciphertext")
     return MomentSums(first.numpy(), second.numpy(), count)
 
 
@@ -368,12 +369,12 @@ def correlation_attack(
     corpus, public = as_corpus(corpus), as_corpus(public)
     shape = corpus.image_shape
     if public.image_shape != shape:
-        raise ValueError(
+        raise InputError(
             f"public images {public.image_shape} must have the ciphertexts' shape {shape}"
         )
     channels, height, width = shape
     if block_size < 2 or height % block_size or width % block_size:
-        raise ValueError(f"block size {block_size} must divide the image size {height}x{width}")
+        raise InputError(f"block size {block_size} must divide the image size {height}x{width}")
     count = (height // block_size) * (width // block_size)
     plain = nibble_moments(public, block_size, shared=True)
     high = match_high_nibbles(nibble_moments(corpus, block_size, shared), plain, block_size)

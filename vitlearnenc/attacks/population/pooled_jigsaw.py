@@ -50,6 +50,7 @@ from vitlearnenc.attacks.population.plans import (
     split_variant,
     transform_array,
 )
+from vitlearnenc.errors import InputError
 
 _EXHAUSTIVE_LIMIT = 400_000
 
@@ -97,7 +98,7 @@ def pooled_jigsaw(corpus: Corpus | torch.Tensor, block_size: int) -> PooledJigsa
     corpus = as_corpus(corpus)
     _, height, width = corpus.image_shape
     if block_size < 2 or block_size % 2 or height % block_size or width % block_size:
-        raise ValueError(
+        raise InputError(
             f"the proposed cipher needs an even block size dividing {height}x{width}, "
             f"got {block_size}"
         )
@@ -189,7 +190,7 @@ def pooled_etc_jigsaw(
     corpus, public = as_corpus(corpus), as_corpus(public)
     shape = corpus.image_shape
     if public.image_shape != shape:
-        raise ValueError(
+        raise InputError(
             f"public images {public.image_shape} must have the ciphertexts' shape {shape}"
         )
     stats = accumulate_edge_stats(corpus, block_size)
@@ -344,7 +345,7 @@ class PixelMoments:
             square = part_sq if square is None else square + part_sq
             count += chunk.shape[0]
         if total is None or square is None:
-            raise CorpusError("the corpus is empty: give at least one ciphertext")
+            raise CorpusError("the public images are empty; give at least one")
         return cls((total / count).numpy(), (square / count).numpy())
 
 
