@@ -35,8 +35,12 @@ COLUMNS = {
     "gan_lab": "GAN (lab)",
     "gan": "SIA-GAN",
     "jigsaw": "jigsaw",
+    "population": "population (N ciphertexts)",
     "kpa": "KPA (1 pair)",
 }
+#: the ciphers of the 224-px section: the proposed cipher, and EtC where a run exists (the
+#: population attack, the other block puzzle)
+CIPHERS_224 = ("proposed", "etc")
 
 
 def load_runs(results: Path) -> dict[str, dict[str, Any]]:
@@ -55,13 +59,16 @@ def samples_path(results: Path, log_dir: Path, row: str) -> Path | None:
 
 
 def cell(run: dict[str, Any] | None, section_n: int | None = None) -> str:
-    """Mean SSIM (PSNR) of a run, with its image count where it differs from the section's."""
+    """Mean SSIM (PSNR) of a run, with its corpus size N (population attacks) and its image
+    count where it differs from the section's."""
     if run is None:
         return "—"
     if not run.get("applicable", True):
         return "n/a"
     count = f" [{run['n']} images]" if section_n is not None and run["n"] != section_n else ""
-    return f"{run['ssim']['mean']:.3f} ({run['psnr']['mean']:.1f} dB){count}"
+    corpus = run.get("budget", {}).get("corpus_size")
+    size = f", N = {corpus:,}" if corpus is not None else ""
+    return f"{run['ssim']['mean']:.3f} ({run['psnr']['mean']:.1f} dB){size}{count}"
 
 
 def section_images(runs: dict[str, dict[str, Any]], size: int) -> int | None:
@@ -72,6 +79,13 @@ def section_images(runs: dict[str, dict[str, Any]], size: int) -> int | None:
 
 def budget_text(run: dict[str, Any]) -> str:
     budget = run.get("budget", {})
+    if "corpus_size" in budget:  # population attacks: N ciphertexts of the key (+ public images)
+        public = budget.get("public_images", 0)
+        return (
+            f"N = {budget['corpus_size']} ciphertexts of the victim key"
+            + (f" + {public} public images" if public else " (ciphertext-only)")
+            + f", {budget.get('seconds', 0):.0f} s"
+        )
     if "iterations" not in budget:
         return f"{budget.get('seconds', 0):.0f} s"
     params = sum(budget.get("parameters", {}).values())
@@ -153,6 +167,11 @@ def table_section(
     return lines
 
 
+def ciphers_224(runs: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The ciphers of :data:`CIPHERS_224` with a 224-px run."""
+    return tuple(c for c in CIPHERS_224 if any(row.startswith(f"224px-{c}-") for row in runs))
+
+
 def key_recovery_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for row, run in runs.items():
@@ -170,7 +189,8 @@ def budget_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
     return [
         f"- `{row}`: {budget_text(run)}"
         for row, run in runs.items()
-        if run.get("applicable", True) and "iterations" in run.get("budget", {})
+        if run.get("applicable", True)
+        and ({"iterations", "corpus_size"} & set(run.get("budget", {})))
     ]
 
 
@@ -236,7 +256,8 @@ def write_markdown(runs: dict[str, dict[str, Any]], results: Path) -> None:
         f"PSNR (capped at {any_run.get('psnr_cap_db', 100):.0f} dB) between each restoration and "
         "its plain image. Higher = the attack recovers more. Victim: CIFAR-10 test images (a fixed "
         "random subset) encrypted with one victim key (`key=seed key.seed=1`; PE: a fresh key per "
-        "image). The attacks see ciphertexts only (KPA: plus one known pair). `n/a`: the attack "
+        "image). The attacks see ciphertexts only (KPA: plus one known pair; population: N further "
+        "ciphertexts of the key, and public plain images). `n/a`: the attack "
         "does not apply to the cipher; `—`: not run. Commands: `experiments/attacks/README.md`; "
         "per-run JSON: `runs/`; long format with std/median: `table.csv`.",
         "",
@@ -244,10 +265,10 @@ def write_markdown(runs: dict[str, dict[str, Any]], results: Path) -> None:
         "",
         *table_section(runs, 32, CIPHERS),
         "",
-        f"## 224x224, block size 16 (the deployed ViT-B/16 setting), proposed cipher, "
-        f"{n224} victim images",
+        f"## 224x224, block size 16 (the deployed ViT-B/16 setting), proposed cipher "
+        f"(EtC: population attack only), {n224} victim images",
         "",
-        *table_section(runs, 224, ("proposed",)),
+        *table_section(runs, 224, ciphers_224(runs)),
         "",
         "## SIA-GAN: training budget and adaptation network (32x32)",
         "",
@@ -257,7 +278,7 @@ def write_markdown(runs: dict[str, dict[str, Any]], results: Path) -> None:
         "",
         *budget_study_lines(runs),
         "",
-        "## Training budgets of the learned attacks",
+        "## Budgets of the learned and the population attacks",
         "",
         *budget_lines(runs),
         "",

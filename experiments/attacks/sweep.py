@@ -69,6 +69,9 @@ SIAGAN_32 = [
     "attack.classifier.name=resnet20_cifar",
 ]
 SHARED = "attack.generator.shared_adaptation=true"
+#: population attacks: the largest N of the population curves (10,000 at 32, 1,000 at 224)
+POPULATION_32 = "attack.corpus_size=10000"
+POPULATION_224 = "attack.corpus_size=1000"
 #: the deployed setting: proposed cipher at 224x224, block 16, 100 victim images
 AT_224 = ["img_size=224", "cipher.block_size=16", "attack.num_victim_images=100"]
 #: ITN at 224 on CPU, tiny: U-Net 8-128 channels (4 levels), 400 attacker images, 1 epoch
@@ -124,11 +127,16 @@ ROWS = [
     *[Row("jigsaw", cipher) for cipher in CIPHERS if cipher != "etc"],
     Row("jigsaw", "etc", overrides=["attack.num_victim_images=200"]),
     *[Row("kpa", cipher) for cipher in CIPHERS],
+    # population attacks (issue #19): the key solved once from N further ciphertexts of the
+    # victim key (+ 5,000 public images), then every victim decrypted; N = 10,000 at 32x32
+    *[Row("population", c, overrides=[POPULATION_32]) for c in CIPHERS],
     Row("reference_plain", "proposed", 224),
     Row("reference_random", "proposed", 224),
     Row("fr", "proposed", 224),
     Row("jigsaw", "proposed", 224),
     Row("kpa", "proposed", 224),
+    # at 224 the committed population curves cover the two block puzzles (N up to 1,000)
+    *[Row("population", c, 224, [POPULATION_224]) for c in ("proposed", "etc")],
     *[Row("itn", cipher, overrides=ITN_32) for cipher in CIPHERS],
     *[Row("gan_lab", c, overrides=[*GAN_LAB_32, "attack.max_epochs=2"]) for c in CIPHERS[:-1]],
     Row("gan_lab", "pe", overrides=[*GAN_LAB_32, "attack.max_epochs=1"]),

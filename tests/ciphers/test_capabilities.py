@@ -7,8 +7,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+import timm
 
 from vitlearnenc.ciphers import (
+    LinearPatchCipher,
     PreEncryptedCipher,
     build_cipher,
     canonical_cipher_name,
@@ -16,7 +18,11 @@ from vitlearnenc.ciphers import (
     list_ciphers,
     probe_cipher,
 )
-from vitlearnenc.models.key_transform import ModelTransformError, absorbable_permutations
+from vitlearnenc.models.key_transform import (
+    ModelTransformError,
+    absorbable_permutations,
+    check_transformable,
+)
 
 PACKAGE = Path(__file__).resolve().parents[2] / "vitlearnenc"
 #: comparisons with a literal that happens to be a cipher name but compares something else
@@ -119,12 +125,18 @@ def test_no_two_cipher_modules_import_each_other() -> None:
 )
 def test_absorbable_by_vit_says_whether_a_vit_can_absorb_the_key(name: str, options: dict) -> None:
     cipher = probe_cipher(name, 32, 4, **options)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=4, embed_dim=48, depth=1, num_heads=1,
+        num_classes=2,
+    )  # fmt: skip
     if cipher.absorbable_by_vit:
-        pi, sigma = absorbable_permutations(cipher, channels=3)
-        assert sorted(pi.tolist()) == list(range(64)) and len(sigma) == 3 * 4 * 4
+        check_transformable(vit, cipher)
     else:
         with pytest.raises(ModelTransformError):
-            absorbable_permutations(cipher, channels=3)
+            check_transformable(vit, cipher)
+    if cipher.absorbable_by_vit and not isinstance(cipher, LinearPatchCipher):
+        pi, sigma = absorbable_permutations(cipher, channels=3)
+        assert sorted(pi.tolist()) == list(range(64)) and len(sigma) == 3 * 4 * 4
 
 
 def test_per_key_capabilities_follow_the_options() -> None:

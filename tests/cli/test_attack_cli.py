@@ -72,7 +72,8 @@ def attack_options() -> list[str]:
 
 
 def test_every_attack_option_is_covered() -> None:
-    direct = {"fr", "fr_advanced", "jigsaw", "kpa", "reference_plain", "reference_random"}
+    direct = {"fr", "fr_advanced", "jigsaw", "kpa", "population", "reference_plain"}
+    direct |= {"reference_random"}
     assert set(attack_options()) == direct | set(LEARNED)
 
 
@@ -140,6 +141,28 @@ def test_jigsaw_on_etc_solves_variant_pieces_with_a_public_prior(tmp_path: Path)
     assert 0 <= summary["ssim"]["mean"] <= 1
     recovery = summary["key_recovery"]
     assert 0 < recovery["block_neighbour_mean_best_orientation"] <= 1
+
+
+def test_population_attack_recovers_the_proposed_key_from_the_corpus(tmp_path: Path) -> None:
+    summary = run_attack("population", "proposed", tmp_path, ["attack.corpus_size=150"])
+    assert summary["applicable"] and summary["n"] == 24
+    assert summary["budget"]["corpus_size"] == 150 and summary["budget"]["public_images"] == 0
+    assert summary["key_recovery"]["exact"] is True
+    assert summary["key_recovery"]["k1_accuracy"] == 1.0
+    assert summary["ssim"]["mean"] == pytest.approx(1.0)
+
+
+def test_population_attack_on_pe_is_the_control_and_fails(tmp_path: Path) -> None:
+    extra = ["attack.corpus_size=120", "attack.num_public_images=64"]
+    summary = run_attack("population", "pe", tmp_path, extra)
+    assert summary["applicable"] and summary["budget"]["public_images"] == 64
+    assert summary["key_recovery"] == {}  # a fresh key per image: no key to score
+    assert summary["ssim"]["mean"] < 0.3
+
+
+def test_population_attack_on_channel_mix_says_why(tmp_path: Path) -> None:
+    summary = run_attack("population", "proposed", tmp_path, ["cipher.options.channel_mix=true"])
+    assert summary["applicable"] is False and "channel_mix" in summary["reason"]
 
 
 def test_jigsaw_on_etc_original_colour_mode_is_not_applicable(tmp_path: Path) -> None:

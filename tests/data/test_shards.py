@@ -189,7 +189,13 @@ def test_refusals(
         [*base, "--resize", "64", str(source), str(out)], capsys
     )
     assert "needs --key" in _run_error(["--cipher", "proposed", str(source), str(out)], capsys)
-    assert "--cipher plain" in _run_error(["--cipher", "pre_encrypted", str(source), str(out)], capsys)
+    real_valued = save_key(generate_key("orthomix", 32, 8, seed=3), tmp_path / "orthomix.key")
+    assert "real-valued ciphertexts" in _run_error(
+        ["--key", str(real_valued), "--quiet", str(source), str(out)], capsys
+    )
+    assert "--cipher plain" in _run_error(
+        ["--cipher", "pre_encrypted", str(source), str(out)], capsys
+    )
     assert "inside the source" in _run_error(
         [*base, "--resize", "32", str(source), str(source / "out")], capsys
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.aggregate import collect, main
+from experiments.aggregate import collect, main, read_attack_ssim
 from tests.helpers.hydra import composed
 from vitlearnenc.cli.train import train
 
@@ -109,3 +109,23 @@ def test_gap_pairs_runs_by_seed() -> None:
     assert "per seed 0: +0.00, 1: -1.00; paired -0.50 ± 0.71 over 2 seeds" in line
     single = gaps([plain, Row("cifar10", "proposed", "vit_mini", None, [55.0], [0])])
     assert "paired" not in single[("cifar10", "vit_mini")].describe()  # one pair: no spread
+
+
+def test_best_attack_takes_population_rows_at_32_px_and_ignores_kpa(tmp_path: Path) -> None:
+    attacks = tmp_path / "attacks.csv"
+    with attacks.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerows(
+            [
+                ["cipher", "attack", "image_size", "ssim_mean"],
+                ["le", "fr", "32", "0.05"],
+                ["le", "population", "32", "0.99"],
+                ["le", "kpa", "32", "1.0"],
+                ["pe", "fr", "32", "0.22"],
+                ["pe", "population", "32", "0.01"],
+                ["etc", "population", "224", "1.0"],
+                ["etc", "fr", "32", "0.1"],
+            ]
+        )
+    best = read_attack_ssim(attacks)
+    assert best == {"le": (0.99, "population"), "pe": (0.22, "fr"), "etc": (0.1, "fr")}

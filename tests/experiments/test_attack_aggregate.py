@@ -84,3 +84,23 @@ def test_figures_are_written_when_every_run_kept_its_images(tmp_path: Path) -> N
 
     assert (tmp_path / "grid_32.png").stat().st_size > 0
     assert "- jigsaw on PE: no blocks" in (tmp_path / "table.md").read_text()
+
+
+def test_population_rows_show_their_corpus_size_and_budget(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _write(runs, "32px-le-fr", _run("le", "fr", 0.05), with_images=False)
+    population = _run("le", "population", 1.0)
+    population["budget"] = {"corpus_size": 10000, "public_images": 5000, "seconds": 30.2}
+    _write(runs, "32px-le-population", population, with_images=False)
+    at_224 = {**_run("etc", "population", 0.9), "image_size": 224, "block_size": 16}
+    at_224["budget"] = {"corpus_size": 1000, "public_images": 5000, "seconds": 3.0}
+    _write(runs, "224px-etc-population", at_224, with_images=False)
+
+    main(["--results", str(tmp_path), "--log-dir", str(tmp_path / "no-logs")])
+
+    table = (tmp_path / "table.md").read_text()
+    assert "| LE | 0.050 (10.5 dB) | 1.000 (20.0 dB), N = 10,000 |" in table
+    assert "| EtC | 0.900 (19.0 dB), N = 1,000 |" in table  # the 224-px section
+    expected = "N = 10000 ciphertexts of the victim key + 5000 public images, 30 s"
+    assert f"- `32px-le-population`: {expected}" in table

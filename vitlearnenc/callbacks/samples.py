@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torchvision.utils import make_grid, save_image
 
 from vitlearnenc.utils.logging import RankedLogger
@@ -38,7 +39,7 @@ class EncryptedSamplesCallback(L.Callback):
         half = len(images) // 2
         images = datamodule.augment_and_resize(images, train=False)
         plain, encrypted = images[:half], datamodule.cipher.encrypt(images[half : 2 * half])
-        grid = make_grid(torch.cat([plain, encrypted]).float() / 255, nrow=half, padding=1)
+        grid = _stacked_grids([_viewable(plain), _viewable(encrypted)], half)
         path = Path(trainer.default_root_dir) / "samples.png"
         save_image(grid, path)
         for logger in trainer.loggers:
@@ -62,3 +63,20 @@ class EncryptedSamplesCallback(L.Callback):
             return None
         count = min(count, len(dataset))
         return torch.stack([dataset[i]["image"] for i in range(count)]) if count else None
+
+
+def _viewable(images: torch.Tensor) -> torch.Tensor:
+    """RGB floats in [0, 1] for the grid: uint8 scaled, real-valued ciphertexts (orthomix)
+    clipped, one-channel ciphertexts (etc_gray) shown grey."""
+    shown = images.float() / 255 if images.dtype == torch.uint8 else images.float().clamp(0, 1)
+    return shown.expand(-1, 3, -1, -1) if shown.shape[1] == 1 else shown
+
+
+def _stacked_grids(rows: list[torch.Tensor], per_row: int) -> torch.Tensor:
+    """One grid per image set, stacked vertically and right-padded to the widest: a cipher may
+    change the layout (etc_gray lays its channels side by side), so the sets differ in size.
+    Rows sit where one ``make_grid`` of both sets would put them (one padding line between)."""
+    grids = [make_grid(images, nrow=per_row, padding=1) for images in rows]
+    grids = [grids[0], *(grid[:, 1:] for grid in grids[1:])]
+    width = max(grid.shape[-1] for grid in grids)
+    return torch.cat([F.pad(grid, (0, width - grid.shape[-1])) for grid in grids], dim=1)

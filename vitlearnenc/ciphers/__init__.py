@@ -1,5 +1,5 @@
 """Keyed image ciphers: the proposed block-scramble + pixel-shuffle cipher and the LE, ELE,
-EtC and PE baselines, with key generation and key files. Pure torch/NumPy: no Lightning,
+EtC and PE baselines, the orthomix ciphers, with key generation and key files. Pure torch/NumPy: no Lightning,
 Hydra or wandb in this package."""
 
 from vitlearnenc.ciphers.base import (
@@ -19,6 +19,7 @@ from vitlearnenc.ciphers.keys import (
     save_key,
 )
 from vitlearnenc.ciphers.le import LECipher
+from vitlearnenc.ciphers.orthomix import LinearPatchCipher, OrthoMixCipher, OrthoMixSubCipher
 from vitlearnenc.ciphers.pe import PECipher
 from vitlearnenc.ciphers.plain import PlainCipher, PreEncryptedCipher
 from vitlearnenc.ciphers.plan import GatherPlan
@@ -47,7 +48,10 @@ __all__ = [
     "KeyFileError",
     "KeyMismatchError",
     "LECipher",
+    "LinearPatchCipher",
     "NotInvertibleError",
+    "OrthoMixCipher",
+    "OrthoMixSubCipher",
     "PECipher",
     "PlainCipher",
     "PreEncryptedCipher",

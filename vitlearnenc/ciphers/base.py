@@ -108,6 +108,9 @@ class Cipher(ABC):
     #: :func:`~vitlearnenc.models.key_transform.transform_vit`): the cipher is
     #: ``y_i = A x_pi(i)``, one linear map A shared by all blocks after a block permutation pi
     absorbable_by_vit: bool = False
+    #: whether ciphertexts are real numbers (orthomix) rather than 8-bit values: such
+    #: ciphertexts cannot be stored as image files or uint8 shards, only encrypted on the device
+    real_valued_ciphertexts: ClassVar[bool] = False
     #: whether a ViT must use patch size = block size with this cipher (an error, not a warning,
     #: when the configured model's patches do not align)
     requires_patch_alignment: ClassVar[bool] = False

@@ -104,7 +104,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if cfg.model.get("key_adapt"):
         # data owner's side: absorb the key into the (pre)trained weights before fine-tuning
-        transform_vit(task.net, datamodule.cipher.key, inplace=True)
+        transform_vit(
+            task.net,
+            datamodule.cipher.key,
+            inplace=True,
+            mean=datamodule.mean,
+            std=datamodule.std,
+        )
         log.info("Transformed the ViT's weights with the data owner's key (model.key_adapt=true)")
     # first, so that it sees the RNG state before any other callback's on_fit_start
     callbacks = [

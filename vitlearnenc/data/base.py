@@ -435,7 +435,8 @@ class EncryptedDataModule(L.LightningDataModule):
             images: ``(B, C, S, S)`` uint8 plain batch, as :meth:`augment_and_resize` returns.
 
         Returns:
-            float32 batch of the cipher's output shape, ``(x / 255 - mean) / std``.
+            float32 batch of the cipher's output shape, ``(x / 255 - mean) / std`` for uint8
+            ciphertexts, ``(x - mean) / std`` for real-valued ones (already on the 0..1 scale).
         """
         encrypted = self.cipher.encrypt(images)
         if encrypted.shape[1] != len(self.mean):
@@ -443,7 +444,12 @@ class EncryptedDataModule(L.LightningDataModule):
                 f"the {self.cipher_name} cipher outputs {encrypted.shape[1]} channels but "
                 f"data.mean/std have {len(self.mean)} values; give one value per channel"
             )
-        return normalize(encrypted.float().div_(255), list(self.mean), list(self.std))
+        # uint8 ciphertexts hold 0..255; real-valued ones (orthomix) are already on the 0..1
+        # scale of float images, and dividing them by 255 again would flatten the input
+        scaled = (
+            encrypted.float().div_(255) if encrypted.dtype == torch.uint8 else encrypted.float()
+        )
+        return normalize(scaled, list(self.mean), list(self.std))
 
     def transform_batch(
         self, images: torch.Tensor, train: bool, generator: torch.Generator | None = None

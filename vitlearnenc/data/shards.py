@@ -487,8 +487,8 @@ def pack(
         listing = list_source(source)
         splits = assign_splits(listing, options.val_fraction, options.seed)
         if image_size is None:  # plain, no --resize: the first image's size
-            image_size = tuple(_first_image(splits).shape[-2:])  # type: ignore[assignment]
-        assert image_size is not None
+            height, width = _first_image(splits).shape[-2:]
+            image_size = (int(height), int(width))
         block_size = block_size if block_size is not None else math.gcd(*image_size)
         for side in image_size:
             if side % block_size:
@@ -540,6 +540,12 @@ def _resolve_cipher(
     _refuse_encrypted(source)
     if options.key_file is not None:
         key = load_key(options.key_file)
+        if get_cipher_class(key.method).real_valued_ciphertexts:
+            raise PackError(
+                f"the {key.method} cipher gives real-valued ciphertexts, which uint8 shards cannot "
+                "hold; pack plain images (--cipher plain) and let the training run encrypt on "
+                "the device"
+            )
         if options.cipher is not None and options.cipher != key.method:
             raise PackError(
                 f"--cipher {options.cipher} but {options.key_file} is a {key.method!r} key; "

@@ -15,6 +15,15 @@ absolute position embeddings absorbs both (spec §3):
 
 The inverse transformation applies the inverse gathers and restores the weights bit for bit.
 
+Linear patch ciphers (orthomix, orthomix_sub: :class:`~vitlearnenc.ciphers.orthomix.LinearPatchCipher`)
+generalise the pixel shuffle to one keyed orthogonal matrix A of the patch vector,
+``y_i = A (x_{π(i)} - 0.5) + 0.5``. After the per-channel normalisation ``z = (v - m) / s`` the
+encrypted model input is the affine map ``z_enc = B z + c`` of the plain one, with
+``B = S⁻¹ A S`` (S = diag of the per-entry std) and ``c = S⁻¹ (A - I)(m - 0.5)``, so the patch
+embedding ``Ê = E B⁻¹ = E S⁻¹ Aᵀ S`` and the bias ``b̂ = b - Ê c`` give ``Ê z_enc + b̂ = E z + b``.
+With the project's normalisation (mean = std = 0.5) ``B = A`` and ``c = 0``. The inverse is
+exact up to float64 rounding (not bit for bit).
+
 Why the data owner does this, and what it costs:
     The transformation needs K1 and K2, so only the key holder can run it: the data owner
     transforms the (public, pretrained) model and hands it to the provider, who then trains or
@@ -37,12 +46,23 @@ Caveats (spec §3):
       masks by position, so with it the two runs are equal in distribution only.
     * NP (negative-positive) flips, per-block keys, rotations and colour shuffles that differ
       between blocks are not absorbed by one shared embedding; such ciphers are rejected.
+    * Linear ciphers: pass the data's ``mean``/``std`` (default 0.5, the project's). Training
+      equivalence holds for SGD (with momentum and weight decay: a fixed orthogonal change of
+      the patch embedding's input basis commutes with it) but not for Adam(W), whose
+      per-coordinate step sizes depend on the basis: the patch embedding then learns differently
+      (the rest of the network is unchanged).
+    * Key equivalence: transformed weights are a function of the key. With the public weights
+      they started from, they give it back (K1 from ``pos_embed`` rows; A from
+      ``Ê⁺ E`` for linear ciphers, exactly when D >= L, see
+      :func:`vitlearnenc.attacks.frontier_weights.recover_linear_key_from_weights`). A model
+      saved after ``model.key_adapt=true`` is as secret as the key.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -52,8 +72,9 @@ from torch import nn
 
 from vitlearnenc.ciphers.base import Cipher, IndexCipher, NotInvertibleError
 from vitlearnenc.ciphers.keys import CipherKey
+from vitlearnenc.ciphers.orthomix import LinearPatchCipher
 from vitlearnenc.ciphers.plain import PreEncryptedCipher
-from vitlearnenc.ciphers.registry import get_cipher_class
+from vitlearnenc.ciphers.registry import get_cipher_class, list_ciphers
 from vitlearnenc.errors import VitlearnencError
 
 log = logging.getLogger(__name__)
@@ -184,7 +205,24 @@ def check_transformable(model: nn.Module, cipher_or_key: CipherKey | Cipher) -> 
     one shared in-block value permutation (see :func:`absorbable_permutations`).
     """
     layout = inspect_vit(model)
-    absorbable_permutations(cipher_or_key, layout.channels, layout)
+    cipher = _as_cipher(cipher_or_key)
+    if isinstance(cipher, LinearPatchCipher):
+        _check_key_fits_layout(cipher, layout)
+    else:
+        absorbable_permutations(cipher, layout.channels, layout)
+
+
+def absorbable_cipher_names() -> list[str]:
+    """Registered keyed ciphers that a ViT absorbs (``absorbable_by_vit``), for error messages."""
+    return [
+        name
+        for name in list_ciphers()
+        if get_cipher_class(name).keyed and get_cipher_class(name).absorbable_by_vit
+    ]
+
+
+def _use_instead() -> str:
+    return "use an absorbable cipher (" + ", ".join(absorbable_cipher_names()) + ")"
 
 
 def _as_cipher(cipher_or_key: CipherKey | Cipher) -> Cipher:
@@ -225,6 +263,11 @@ def absorbable_permutations(
             f"cipher {cipher.name!r} means the data was encrypted elsewhere; transform the model "
             "with the data owner's key file instead"
         )
+    if isinstance(cipher, LinearPatchCipher):
+        raise ModelTransformError(
+            f"the {cipher.name!r} cipher mixes patch values linearly and has no permutation to "
+            "read off; transform_vit absorbs it through its patch_matrix"
+        )
     size = cipher.block_size
     height, width = cipher.image_size
     if layout is not None:
@@ -246,7 +289,7 @@ def absorbable_permutations(
     if problems:
         raise ModelTransformError(
             f"the {cipher.name!r} cipher {' and '.join(problems)}, which one shared permutation "
-            "of embedding weights cannot absorb; use the 'proposed' cipher"
+            f"of embedding weights cannot absorb; {_use_instead()}"
         )
     return pi, sigma
 
@@ -289,7 +332,7 @@ def _value_gather(cipher: Cipher, channels: int) -> tuple[np.ndarray, bool]:
     ):
         raise ModelTransformError(
             f"the {cipher.name!r} cipher is not a position map of the image's pixel values, so "
-            "no permutation of embedding weights absorbs it; use the 'proposed' cipher"
+            f"no permutation of embedding weights absorbs it; {_use_instead()}"
         )
     try:
         plan = cipher.build_plan(channels)
@@ -300,7 +343,7 @@ def _value_gather(cipher: Cipher, channels: int) -> tuple[np.ndarray, bool]:
     if plan.index.size != (plane if plan.spatial else channels * plane):
         raise ModelTransformError(
             f"the {cipher.name!r} cipher does not gather whole pixel values (e.g. it works on "
-            "nibbles), so no permutation of embedding weights absorbs it; use the 'proposed' cipher"
+            f"nibbles), so no permutation of embedding weights absorbs it; {_use_instead()}"
         )
     index = plan.index
     if plan.spatial:  # pixel positions -> value positions (every channel moves alike)
@@ -353,13 +396,17 @@ def transform_vit(
     key: CipherKey | Cipher,
     inverse: bool = False,
     inplace: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> nn.Module:
     """Adapt a ViT to images encrypted with ``key`` (or undo that with ``inverse=True``).
 
-    Permutes the patch rows of ``pos_embed`` by K1 (prefix rows untouched) and the input columns
-    of ``patch_embed.proj.weight`` by the cipher's patch-vector permutation; nothing else
-    changes. Both are pure gathers, so ``transform_vit(transform_vit(m, k), k, inverse=True)``
-    restores ``m``'s weights exactly.
+    Permutes the patch rows of ``pos_embed`` by K1 (prefix rows untouched). Permutation ciphers
+    (proposed): permutes the input columns of ``patch_embed.proj.weight`` by the cipher's
+    patch-vector permutation; both are pure gathers, so ``transform_vit(transform_vit(m, k), k,
+    inverse=True)`` restores ``m``'s weights exactly. Linear ciphers (orthomix): multiplies the
+    patch embedding by the inverse of the cipher's map in the normalised domain and corrects its
+    bias (module docstring), in float64; the inverse restores the weights to rounding.
 
     Args:
         model: a timm-style ViT (see :func:`inspect_vit`), on any device and dtype.
@@ -367,6 +414,8 @@ def transform_vit(
         inverse: undo a previous transformation with the same key.
         inplace: modify ``model``'s parameters in place (keeps parameter identity, e.g. for an
             optimizer that already holds them) instead of returning a deep copy.
+        mean: per-channel mean of the data's normalisation (linear ciphers only; default 0.5).
+        std: per-channel std of the data's normalisation (linear ciphers only; default 0.5).
 
     Returns:
         The transformed model (``model`` itself when ``inplace``).
@@ -377,9 +426,16 @@ def transform_vit(
     """
     layout = inspect_vit(model)
     cipher = _as_cipher(key)
-    pi, sigma = absorbable_permutations(cipher, layout.channels, layout)
+    if isinstance(cipher, LinearPatchCipher):
+        _check_key_fits_layout(cipher, layout)
+        pi = cipher.block_perm.copy()
+        sigma = None
+    else:
+        pi, sigma = absorbable_permutations(cipher, layout.channels, layout)
+        if inverse:
+            sigma = np.argsort(sigma)
     if inverse:
-        pi, sigma = np.argsort(pi), np.argsort(sigma)
+        pi = np.argsort(pi)
     if not inplace:
         model = copy.deepcopy(model)
     if not isinstance(getattr(model, "patch_drop", nn.Identity()), nn.Identity):
@@ -388,13 +444,83 @@ def transform_vit(
         )
     weight, pos_embed = embedding_parameters(model)
     with torch.no_grad():
-        cols = torch.as_tensor(sigma, device=weight.device)
-        weight.copy_(weight.reshape(weight.shape[0], -1)[:, cols].reshape(weight.shape))
+        if isinstance(cipher, LinearPatchCipher):
+            _absorb_linear(model, cipher, layout, inverse, mean, std)
+        else:
+            cols = torch.as_tensor(sigma, device=weight.device)
+            weight.copy_(weight.reshape(weight.shape[0], -1)[:, cols].reshape(weight.shape))
         rows = torch.as_tensor(pi + layout.prefix_rows, device=pos_embed.device)
         pos_embed[:, layout.prefix_rows :] = pos_embed[:, rows].clone()
-    log.debug(
-        "%s ViT embeddings for key %s",
-        "restored" if inverse else "transformed",
-        cipher.key.fingerprint,
-    )
+    if inverse:
+        log.debug("restored ViT embeddings for key %s", cipher.key.fingerprint)
+    else:
+        log.info(
+            "ViT embeddings transformed for key %s: these weights are key-equivalent (with the "
+            "public weights they came from they reveal the key), so keep the model and its "
+            "checkpoints as secret as the key",
+            cipher.key.fingerprint,
+        )
     return model
+
+
+def normalised_linear_map(
+    cipher: LinearPatchCipher,
+    channels: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(B, B^-1, c)`` with ``z_enc = B z + c`` for every patch vector in the model's input
+    domain (``z = (v - mean) / std`` per channel), float64; secret (a function of the key).
+    ``B = S^-1 A S`` with A orthogonal, so ``B^-1 = S^-1 A^T S`` needs no matrix inversion.
+
+    Raises:
+        ModelTransformError: ``mean``/``std`` do not give one value per channel or std <= 0.
+    """
+    per_channel = cipher.block_size**2
+    stats = []
+    for name, values in (("mean", mean), ("std", std)):
+        values = [0.5] * channels if values is None else [float(v) for v in values]
+        if len(values) != channels:
+            raise ModelTransformError(
+                f"{name} needs one value per channel ({channels}), got {len(values)}"
+            )
+        stats.append(np.repeat(np.asarray(values, dtype=np.float64), per_channel))
+    centre, scale = stats
+    if (scale <= 0).any():
+        raise ModelTransformError("std must be positive")
+    matrix = cipher.patch_matrix(channels)
+    linear = matrix * scale[None, :] / scale[:, None]  # S^-1 A S
+    inverse = matrix.T * scale[None, :] / scale[:, None]  # S^-1 A^T S
+    offset = (matrix @ (centre - 0.5) - (centre - 0.5)) / scale
+    return linear, inverse, offset
+
+
+def _absorb_linear(
+    model: nn.Module,
+    cipher: LinearPatchCipher,
+    layout: VitEmbeddingLayout,
+    inverse: bool,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> None:
+    """Patch embedding ``E -> E B^-1`` and bias ``b -> b - E B^-1 c`` (or back), in float64."""
+    linear, inverse_linear, offset = normalised_linear_map(cipher, layout.channels, mean, std)
+    proj = cast(nn.Conv2d, model.get_submodule("patch_embed.proj"))
+    weight = proj.weight
+    flat = weight.detach().reshape(weight.shape[0], -1).double().cpu().numpy()
+    if inverse:  # E = Ê B, b = b̂ + Ê c
+        new_flat, bias_shift = flat @ linear, flat @ offset
+    else:
+        new_flat = flat @ inverse_linear
+        bias_shift = -(new_flat @ offset)
+    if np.abs(bias_shift).max() > 0:
+        if proj.bias is None:
+            raise ModelTransformError(
+                "the patch embedding has no bias to absorb the normalisation offset of the "
+                "linear cipher; normalise with mean 0.5 (the project's default)"
+            )
+        shift = torch.as_tensor(bias_shift, dtype=proj.bias.dtype, device=proj.bias.device)
+        proj.bias.add_(shift)
+    weight.copy_(
+        torch.as_tensor(new_flat, dtype=weight.dtype, device=weight.device).view_as(weight)
+    )

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vitlearnenc.ciphers import get_cipher_class, list_ciphers, probe_cipher
+from vitlearnenc.ciphers import get_cipher_class, probe_cipher
 from vitlearnenc.ciphers.base import check_block_grid, parse_image_size
 from vitlearnenc.runs.errors import ConfigError
 
@@ -73,7 +73,7 @@ def validate_config(cfg: DictConfig) -> None:
     ``requires_patch_alignment``, a warning otherwise), and that ``model.key_adapt`` is asked
     for only with a ViT and a cipher that is ``absorbable_by_vit``.
     """
-    from vitlearnenc.models.key_transform import VitEmbeddingLayout
+    from vitlearnenc.models.key_transform import VitEmbeddingLayout, absorbable_cipher_names
 
     cipher_cls = get_cipher_class(cfg.cipher.name)  # clear error listing the known names
     image_size = parse_image_size(cfg.img_size)
@@ -119,13 +119,8 @@ def validate_config(cfg: DictConfig) -> None:
                 f"set cipher.block_size={full.patch_size}"
             )
         if not cipher.absorbable_by_vit:
-            absorbable = [
-                name
-                for name in list_ciphers()
-                if get_cipher_class(name).keyed and get_cipher_class(name).absorbable_by_vit
-            ]
             raise ConfigError(
-                f"model.key_adapt=true needs cipher={' or cipher='.join(absorbable)} (got "
+                f"model.key_adapt=true needs cipher={' or cipher='.join(absorbable_cipher_names())} (got "
                 f"{cfg.cipher.name}): only a cipher that is absorbable_by_vit (block scrambling + "
                 "one in-block linear map shared by all blocks) can be absorbed into a ViT's weights"
             )

@@ -121,6 +121,12 @@ class Converter:
     def __init__(self, cipher: Cipher, direction: str, resize: tuple[int, int] | None) -> None:
         key = cipher.key
         self.cipher, self.direction, self.resize = cipher, direction, resize
+        if cipher.real_valued_ciphertexts:
+            raise InputError(
+                f"the {key.method} cipher gives real-valued ciphertexts, which 8-bit image files "
+                f"cannot hold; let the training run encrypt on the device instead (cipher="
+                f"{key.method} key=file key.path=KEY on the plain images)"
+            )
         if direction == "decrypt":
             if not cipher.invertible:
                 raise InputError(

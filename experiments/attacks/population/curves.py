@@ -32,7 +32,6 @@ import torch
 from experiments.attacks.population.common import (
     REPO,
     encrypt,
-    key_scores,
     load_cifar,
     orientations,
     oriented,
@@ -41,6 +40,7 @@ from experiments.attacks.population.common import (
 )
 from vitlearnenc.attacks import psnr, ssim
 from vitlearnenc.attacks.population import Corpus, population_attack
+from vitlearnenc.attacks.population.keyscore import key_scores
 
 log = logging.getLogger("population_curves")
 RESULTS = REPO / "experiments" / "results" / "attacks" / "population"

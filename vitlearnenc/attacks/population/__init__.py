@@ -22,6 +22,7 @@ from vitlearnenc.attacks.population.pooled_jigsaw import (
     pooled_jigsaw,
 )
 from vitlearnenc.ciphers import Cipher, ELECipher, EtCCipher, LECipher, PECipher, ProposedCipher
+from vitlearnenc.errors import InputError
 
 
 class PopulationResult(Protocol):
@@ -68,12 +69,12 @@ def population_attack(
     and its public geometry, never the key).
 
     Raises:
-        ValueError: no population attack applies to this cipher class.
+        InputError: no population attack applies to this cipher class.
     """
     for known, attack in ATTACKS.items():
         if issubclass(cipher_class, known):
             return attack(as_corpus(corpus), as_corpus(public), block_size)
-    raise ValueError(
+    raise InputError(
         f"no population attack for {cipher_class.__name__}; "
         f"one exists for {', '.join(c.__name__ for c in ATTACKS)}"
     )
@@ -84,6 +85,9 @@ def restore(result: PopulationResult, corpus: Corpus | torch.Tensor) -> Iterator
     for chunk in as_corpus(corpus):
         yield result.decrypt(chunk)
 
+
+# registers attack=population (the registry imports this package on lookup)
+from vitlearnenc.attacks.population import registered as registered  # noqa: E402
 
 __all__ = [
     "ATTACKS",

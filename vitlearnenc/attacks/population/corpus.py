@@ -22,13 +22,14 @@ from pathlib import Path
 import torch
 
 from vitlearnenc.attacks.scoring import check_image_batch
+from vitlearnenc.errors import InputError
 from vitlearnenc.utils.imagefiles import list_images, read_image
 
 #: values per default chunk (about 680 images at 32x32, 14 at 224x224): chunks sized by pixels
 _CHUNK_PIXELS = 2**21
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
     """A corpus that cannot be read as ciphertexts of one key (empty, mixed shapes, one-shot)."""
 
 
@@ -123,7 +124,8 @@ class Corpus:
         if self._count is None:
             for _ in self:
                 pass
-        assert self._count is not None
+        if self._count is None:  # the source yielded nothing countable
+            raise CorpusError("the corpus yielded no chunks; give it at least one image")
         return self._count
 
     @property
@@ -131,13 +133,14 @@ class Corpus:
         """``(C, H, W)`` of the images (read from the first chunk)."""
         if self._shape is None:
             next(iter(self))
-        assert self._shape is not None
+        if self._shape is None:
+            raise CorpusError("the corpus yielded no chunks; give it at least one image")
         return self._shape
 
     def take(self, count: int) -> Corpus:
         """The first ``count`` images (the N of a population curve)."""
         if count <= 0:
-            raise ValueError(f"count must be positive, got {count}")
+            raise InputError(f"count must be positive, got {count}")
 
         def chunks() -> Iterator[torch.Tensor]:
             left = count

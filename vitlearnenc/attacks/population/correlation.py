@@ -39,7 +39,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import minimum_spanning_tree, shortest_path
 
 from vitlearnenc.attacks.jigsaw import _descend, _grid_edges, _mds_placement
-from vitlearnenc.attacks.population.corpus import Corpus, as_corpus
+from vitlearnenc.attacks.population.corpus import Corpus, CorpusError, as_corpus
 from vitlearnenc.attacks.population.edges import DOWN, RIGHT, accumulate_edge_stats
 from vitlearnenc.attacks.population.plans import (
     DIHEDRAL,
@@ -55,6 +55,7 @@ from vitlearnenc.attacks.population.pooled_jigsaw import (
 from vitlearnenc.ciphers.base import GatherPlan
 from vitlearnenc.ciphers.fastpath import NibbleKernel
 from vitlearnenc.ciphers.nibbles import block_nibble_positions
+from vitlearnenc.errors import InputError
 
 _CENTRE = 7.5
 #: low-nibble assignment rounds: the first predicts from the neighbours' bins, the next from
@@ -107,7 +108,8 @@ def nibble_moments(corpus: Corpus, block_size: int, shared: bool) -> MomentSums:
         first = part_first if first is None else first + part_first
         second = part_second if second is None else second + part_second
         count += nib.shape[1]
-    assert first is not None and second is not None
+    if first is None or second is None:
+        raise CorpusError("the corpus is empty; give it at least one ciphertext")
     return MomentSums(first.numpy(), second.numpy(), count)
 
 
@@ -367,12 +369,12 @@ def correlation_attack(
     corpus, public = as_corpus(corpus), as_corpus(public)
     shape = corpus.image_shape
     if public.image_shape != shape:
-        raise ValueError(
+        raise InputError(
             f"public images {public.image_shape} must have the ciphertexts' shape {shape}"
         )
     channels, height, width = shape
     if block_size < 2 or height % block_size or width % block_size:
-        raise ValueError(f"block size {block_size} must divide the image size {height}x{width}")
+        raise InputError(f"block size {block_size} must divide the image size {height}x{width}")
     count = (height // block_size) * (width // block_size)
     plain = nibble_moments(public, block_size, shared=True)
     high = match_high_nibbles(nibble_moments(corpus, block_size, shared), plain, block_size)

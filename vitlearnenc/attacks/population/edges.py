@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from vitlearnenc.attacks.population.corpus import Corpus
+from vitlearnenc.errors import InputError
 
 _CENTRE = 127.5
 #: directions / sides: right, down (bottom), left, up (top)
@@ -95,7 +96,7 @@ def accumulate_edge_stats(corpus: Corpus, block_size: int) -> EdgeStats:
     channels, height, width = corpus.image_shape
     grid = (height // block_size, width // block_size)
     if block_size < 2 or height % block_size or width % block_size:
-        raise ValueError(
+        raise InputError(
             f"block size {block_size} must be at least 2 and divide the image size {height}x{width}"
         )
     rows = grid[0] * grid[1] * 4 * channels

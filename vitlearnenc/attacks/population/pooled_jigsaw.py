@@ -34,7 +34,7 @@ from vitlearnenc.attacks.jigsaw import (
     _placement_cost,
     _position_costs,
 )
-from vitlearnenc.attacks.population.corpus import Corpus, as_corpus
+from vitlearnenc.attacks.population.corpus import Corpus, CorpusError, as_corpus
 from vitlearnenc.attacks.population.edges import (
     OPPOSITE,
     EdgeStats,
@@ -50,6 +50,7 @@ from vitlearnenc.attacks.population.plans import (
     split_variant,
     transform_array,
 )
+from vitlearnenc.errors import InputError
 
 _EXHAUSTIVE_LIMIT = 400_000
 
@@ -97,7 +98,7 @@ def pooled_jigsaw(corpus: Corpus | torch.Tensor, block_size: int) -> PooledJigsa
     corpus = as_corpus(corpus)
     _, height, width = corpus.image_shape
     if block_size < 2 or block_size % 2 or height % block_size or width % block_size:
-        raise ValueError(
+        raise InputError(
             f"the proposed cipher needs an even block size dividing {height}x{width}, "
             f"got {block_size}"
         )
@@ -189,7 +190,7 @@ def pooled_etc_jigsaw(
     corpus, public = as_corpus(corpus), as_corpus(public)
     shape = corpus.image_shape
     if public.image_shape != shape:
-        raise ValueError(
+        raise InputError(
             f"public images {public.image_shape} must have the ciphertexts' shape {shape}"
         )
     stats = accumulate_edge_stats(corpus, block_size)
@@ -343,7 +344,8 @@ class PixelMoments:
             total = part if total is None else total + part
             square = part_sq if square is None else square + part_sq
             count += chunk.shape[0]
-        assert total is not None and square is not None
+        if total is None or square is None:
+            raise CorpusError("the public images are empty; give at least one")
         return cls((total / count).numpy(), (square / count).numpy())
 
 

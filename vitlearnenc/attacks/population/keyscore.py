@@ -1,0 +1,79 @@
+"""Researcher side: how much of the victim key a population attack's estimate got right.
+
+Used by the registered ``population`` attack (its ``score_key``) and by the population curves.
+Every estimate is compared with the victim cipher's decryption map, so one score reads the same
+for block puzzles (K1, K2) and for nibble maps (LE, ELE).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vitlearnenc.attacks.population.correlation import CorrelationResult
+from vitlearnenc.attacks.population.plans import block_sources
+from vitlearnenc.attacks.population.pooled_jigsaw import PooledJigsawResult, PooledVariantResult
+from vitlearnenc.ciphers import Cipher, CipherKey, ProposedCipher
+from vitlearnenc.ciphers.base import NotInvertibleError
+from vitlearnenc.ciphers.nibbles import block_nibble_positions
+
+
+def key_scores(cipher: Cipher, result: Any) -> dict[str, Any]:
+    """How much of ``cipher``'s key (the victim's) the estimate ``result`` got right.
+
+    ``k1_accuracy``: fraction of ``block_perm`` entries right (LE: of the nibble permutation
+    ``perm``); ``map_accuracy``: fraction of the decryption map's entries (value or nibble
+    sources with their negation) right; ``exact``: the whole decryption map is right. Empty for
+    PE with per-image keys (there is no key to recover).
+    """
+    try:
+        truth = cipher.build_plan(3).inverse()  # type: ignore[attr-defined]
+    except NotInvertibleError:
+        return {}
+    key = cipher.key
+    if isinstance(result, PooledJigsawResult):
+        material = {"block_perm": result.block_perm, "pixel_perm": result.pixel_perm}
+        estimate_key = CipherKey(
+            key.method, key.image_size, key.block_size, material, {"channel_mix": False}
+        )
+        estimate = ProposedCipher(estimate_key).build_plan(3).inverse()
+        map_accuracy = float(np.mean(estimate.index == truth.index))
+        k1 = float(np.mean(result.block_perm == key["block_perm"]))
+    elif isinstance(result, PooledVariantResult):
+        value_map = result.value_map
+        right = (value_map.index == truth.index) & (value_map.negate == truth.negate)
+        map_accuracy = float(np.mean(right))
+        sources = block_sources(value_map, key.block_size)
+        k1 = float(np.mean(np.argsort(sources) == key["block_perm"]))
+    elif isinstance(result, CorrelationResult):
+        nibble_map = result.nibble_map
+        index, negate = truth.index, truth.negate
+        if index.size != nibble_map.index.size:  # a byte-level cipher (fixed-key PE): lift it
+            index = np.concatenate([index, index + index.size])
+            negate = np.concatenate([negate, negate])
+        right = (nibble_map.index == index) & (nibble_map.flip == negate)
+        map_accuracy = float(np.mean(right))
+        k1 = _nibble_k1(nibble_map.index, key) if index is truth.index else map_accuracy
+    else:
+        raise TypeError(f"no key score for {type(result).__name__}")
+    return {"k1_accuracy": k1, "map_accuracy": map_accuracy, "exact": map_accuracy == 1.0}
+
+
+def _nibble_k1(index: np.ndarray, key: CipherKey) -> float:
+    """LE: fraction of ``perm`` read off block 0 right; ELE: of ``block_perm``."""
+    channels = 3
+    positions = block_nibble_positions(key.image_size, key.block_size, channels)
+    block_of = np.empty(index.size, dtype=np.int64)
+    atom_of = np.empty(index.size, dtype=np.int64)
+    block_of[positions] = np.arange(len(positions))[:, None]
+    atom_of[positions] = np.arange(positions.shape[1])[None, :]
+    if "block_perm" in key.material:
+        sources = block_of[index[positions[:, 0]]]  # encrypted block of every plain block
+        estimate = np.full(len(positions), -1)
+        estimate[sources] = np.arange(len(positions))
+        return float(np.mean(estimate == key["block_perm"]))
+    atoms = atom_of[index[positions[0]]]  # plain nibble a of block 0 = encrypted atom atoms[a]
+    estimate = np.full(positions.shape[1], -1)
+    estimate[atoms] = np.arange(positions.shape[1])
+    return float(np.mean(estimate == key["perm"]))

@@ -1,0 +1,300 @@
+"""Orthomix: block scrambling plus one keyed orthogonal map of every patch vector.
+
+A ViT absorbs exactly any transform ``y_i = A x_{pi(i)}`` with a block permutation pi (the
+position embedding follows it) and one shared invertible linear map A of the C*M*M patch vector
+(the patch embedding becomes ``E A^-1``), see :mod:`vitlearnenc.models.key_transform`. The
+paper's cipher is the special case "A permutes the pixels of each sub-block", which keeps pixel
+adjacency and so falls to the jigsaw attack; these ciphers make A a keyed Haar-random orthogonal
+matrix instead:
+
+* ``orthomix``: one dense A over the whole patch vector (L = C*M*M: 48 at 32/4, 768 at 224/16);
+* ``orthomix_sub``: the cheaper variant, the paper's structure with its pixel shuffle replaced by
+  one Haar-random orthogonal A_s of each sub-block's C*(M/2)^2 values (the same A_s in the four
+  sub-blocks of every block), so A is block diagonal: a quarter of the multiply-adds and of the
+  mixing, the proposed cipher being the case "A_s is a channel-tied permutation".
+
+Encryption of a ``(B, C, H, W)`` batch, values v in [0, 1] (uint8 / 255, or float input):
+
+1. cut into N blocks of M x M, row-major, each flattened channel-major (C, M, M): the order of
+   timm's ``patch_embed.proj.weight``;
+2. ``y_i = A (x_{block_perm[i]} - 0.5) + 0.5``: centred at mid-grey, so that with the project's
+   normalisation ``(v - 0.5) / 0.5`` the model input is exactly ``A z`` (no offset to absorb);
+3. reassemble. Ciphertexts are real-valued, mostly in [-0.5, 1.5], and keep each patch's norm
+   around 0.5 (A is orthogonal) but none of its pixel structure.
+
+Storage (option ``storage``): uint8 input gives float32 ciphertexts by default, which decrypt
+back to the exact uint8 image (A is orthogonal to float64 precision and float32 keeps every value
+to ~1e-7); ``float16`` halves the size at a measured cost (experiments/results/frontier/table.md: on 1000
+CIFAR-10 test images at 32/4, errors up to 0.25 of an 8-bit step, rms 0.04, no value off after
+rounding; float32: 1e-4 of a step). Half an 8-bit step is the limit, so float16 is fine for
+storage and training input but leaves no margin; float32 is the default. Float input
+keeps its dtype. Decryption returns [0, 1] values of the input's dtype;
+:meth:`LinearPatchCipher.decrypt_uint8` rounds them to the exact image.
+
+Keys hold a 256-bit ``secret`` (32 integers 0..255) and ``block_perm`` (K1); A is expanded from
+the secret (:func:`~vitlearnenc.ciphers.orthomix_matrix.haar_orthogonal`, bit-identical on every
+machine) for the channel count of the images, and lives only in this object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from vitlearnenc.ciphers.base import (
+    Cipher,
+    CipherInputError,
+    check_block_grid,
+    log2_factorial,
+)
+from vitlearnenc.ciphers.keys import (
+    CipherKey,
+    KeyFileError,
+    KeyRNG,
+    check_permutation,
+    check_range,
+)
+from vitlearnenc.ciphers.orthomix_matrix import SECRET_BYTES, haar_orthogonal
+from vitlearnenc.ciphers.registry import register_cipher
+from vitlearnenc.ciphers.validation import check_fields, check_geometry, reject_unknown_options
+
+#: storage dtypes of ciphertexts made from uint8 images
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_CENTRE = 0.5
+
+
+class LinearPatchCipher(Cipher):
+    """Block scrambling K1 + one keyed orthogonal map A of every patch vector (module doc).
+
+    Subclasses set ``name`` and implement :meth:`mixing_dim`, :meth:`patch_matrix` and
+    :meth:`_mix`.
+    """
+
+    #: y_i = A x_{pi(i)} with one shared linear A: key_adapt / transform_vit absorb it
+    absorbable_by_vit = True
+    real_valued_ciphertexts: ClassVar[bool] = True
+    #: the mixing unit is the (M / divisor)-block: the whole block (1) or its sub-blocks (2);
+    #: public (the attacker knows the variant)
+    mixing_unit_divisor: ClassVar[int] = 1
+
+    def __init__(self, key: CipherKey) -> None:
+        super().__init__(key)
+        self._matrices: dict[int, np.ndarray] = {}
+        self._device_cache: dict[tuple[str, int, str, torch.dtype], torch.Tensor] = {}
+        self._block_perm = np.array(key["block_perm"], dtype=np.int64)  # a writable copy
+
+    # ------------------------------------------------------------------------------ keys
+    @classmethod
+    def generate_key(
+        cls,
+        image_size: tuple[int, int],
+        block_size: int,
+        rng: KeyRNG,
+        storage: str = "float32",
+        **options: Any,
+    ) -> CipherKey:
+        reject_unknown_options(cls.name, options)
+        grid_h, grid_w = check_block_grid(image_size, block_size)
+        cls._check_block(block_size)
+        _check_storage(storage)
+        material = {
+            "secret": rng.integers(256, SECRET_BYTES),
+            "block_perm": rng.permutation(grid_h * grid_w),
+        }
+        return CipherKey(cls.name, image_size, block_size, material, {"storage": storage})
+
+    @classmethod
+    def validate_key(cls, key: CipherKey) -> None:
+        check_fields(key, {"secret", "block_perm"})
+        grid_h, grid_w = check_geometry(key)
+        try:
+            cls._check_block(key.block_size)
+            _check_storage(key.options.get("storage", "float32"))
+        except ValueError as error:
+            raise KeyFileError(f"key parameters do not fit together: {error}") from None
+        unknown = set(key.options) - {"storage"}
+        if unknown:
+            raise KeyFileError(f"unknown option(s) in a {cls.name!r} key: {sorted(unknown)}")
+        check_range(key["secret"], SECRET_BYTES, 256, "secret")
+        check_permutation(key["block_perm"], grid_h * grid_w, "block_perm")
+
+    @classmethod
+    def _check_block(cls, block_size: int) -> None:
+        """Raise ValueError if the variant cannot use this block size."""
+
+    @property
+    def storage_dtype(self) -> torch.dtype:
+        return STORAGE_DTYPES[self.key.options.get("storage", "float32")]
+
+    @property
+    def block_perm(self) -> np.ndarray:
+        """K1 (secret): encrypted block i holds plain block ``block_perm[i]``."""
+        return self._block_perm
+
+    # ------------------------------------------------------------------------- the map A
+    def mixing_dim(self, channels: int) -> int:
+        """Size of the keyed orthogonal factor for ``channels``-channel images."""
+        raise NotImplementedError
+
+    def mixing_matrix(self, channels: int) -> np.ndarray:
+        """The keyed orthogonal factor (float64, secret), expanded once per channel count."""
+        if channels not in self._matrices:
+            secret = bytes(int(v) for v in self.key["secret"])
+            matrix = haar_orthogonal(secret, self.mixing_dim(channels), self.name)
+            matrix.setflags(write=False)
+            self._matrices[channels] = matrix
+        return self._matrices[channels]
+
+    def patch_matrix(self, channels: int) -> np.ndarray:
+        """A as an ``(L, L)`` float64 matrix on the C*M*M patch vector in timm's weight order
+        (channel-major): ``y_patch = A @ (x_patch - 0.5) + 0.5``. Secret: never log it."""
+        raise NotImplementedError
+
+    def _mix(self, centred: torch.Tensor, matrix_t: torch.Tensor) -> torch.Tensor:
+        """Apply the factor to ``(B, N, L)`` centred patch vectors; ``matrix_t`` is the factor
+        transposed (encrypt) or itself (decrypt) on the batch's device and compute dtype."""
+        raise NotImplementedError
+
+    def _device_matrix(
+        self, channels: int, transpose: bool, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        cache_key = ("t" if transpose else "n", channels, str(device), dtype)
+        if cache_key not in self._device_cache:
+            matrix = self.mixing_matrix(channels)
+            matrix = matrix.T if transpose else matrix
+            self._device_cache[cache_key] = torch.tensor(matrix, dtype=dtype, device=device)
+        return self._device_cache[cache_key]
+
+    # --------------------------------------------------------------------- transform
+    def _patches(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, N, C*M*M)`` row-major blocks, channel-major vectors."""
+        batch, channels, height, width = images.shape
+        size = self.block_size
+        grid = images.reshape(batch, channels, height // size, size, width // size, size)
+        return grid.permute(0, 2, 4, 1, 3, 5).reshape(batch, -1, channels * size * size)
+
+    def _image(self, patches: torch.Tensor, channels: int) -> torch.Tensor:
+        batch = patches.shape[0]
+        height, width = self.image_size
+        size = self.block_size
+        grid = patches.reshape(batch, height // size, width // size, channels, size, size)
+        return grid.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, height, width)
+
+    def encrypt(self, images: torch.Tensor) -> torch.Tensor:
+        """Encrypt ``(B, C, H, W)`` uint8 (0..255) or float (0..1) images.
+
+        Returns:
+            Real-valued ciphertexts of the same shape on the same device: the ``storage``
+            dtype for uint8 input (float32 by default), the input's dtype for float input.
+        """
+        self.check_input(images)
+        channels = images.shape[1]
+        compute = torch.float64 if images.dtype == torch.float64 else torch.float32
+        out_dtype = self.storage_dtype if images.dtype == torch.uint8 else images.dtype
+        perm = torch.as_tensor(self._block_perm, device=images.device)
+        patches = self._patches(images).index_select(1, perm).to(compute)
+        if images.dtype == torch.uint8:
+            centred = patches.mul_(1 / 255).sub_(_CENTRE)
+        else:
+            centred = patches.sub_(_CENTRE)
+        mixed = self._mix(centred, self._device_matrix(channels, True, images.device, compute))
+        return self._image(mixed.add_(_CENTRE), channels).to(out_dtype).contiguous()
+
+    def _decrypt_compute(self, images: torch.Tensor) -> torch.Tensor:
+        """Decrypted [0, 1] values in float32 (float64 for float64 input)."""
+        if images.dtype == torch.uint8:
+            raise CipherInputError(
+                f"{self.name} ciphertexts are real-valued (float32/float16), got uint8; decrypt "
+                "the float tensors that encrypt returned, not an 8-bit copy of them"
+            )
+        self.check_input(images)
+        channels = images.shape[1]
+        compute = torch.float64 if images.dtype == torch.float64 else torch.float32
+        inverse = torch.as_tensor(np.argsort(self._block_perm), device=images.device)
+        centred = self._patches(images).to(compute).index_select(1, inverse).sub_(_CENTRE)
+        mixed = self._mix(centred, self._device_matrix(channels, False, images.device, compute))
+        return self._image(mixed.add_(_CENTRE), channels)
+
+    def decrypt(self, images: torch.Tensor) -> torch.Tensor:
+        """Invert :meth:`encrypt`: [0, 1] values of the ciphertexts' dtype (round them with
+        :meth:`decrypt_uint8` to get the 8-bit image back exactly)."""
+        return self._decrypt_compute(images).to(images.dtype).contiguous()
+
+    def decrypt_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        """Decrypt and round to the exact uint8 (0..255) plain images."""
+        values = self._decrypt_compute(images)
+        return values.mul_(255).round_().clamp_(0, 255).to(torch.uint8).contiguous()
+
+    # ---------------------------------------------------------------------- properties
+    def key_space_bits(self) -> float:
+        """256 bits of secret (A is a function of it) plus log2(N!) for K1."""
+        return 8.0 * SECRET_BYTES + log2_factorial(self._block_perm.size)
+
+    def is_patch_aligned(self, patch_size: int) -> bool:
+        return patch_size == self.block_size
+
+
+@register_cipher
+class OrthoMixCipher(LinearPatchCipher):
+    """K1 + one dense keyed Haar-random orthogonal A over the whole C*M*M patch vector."""
+
+    name = "orthomix"
+
+    def mixing_dim(self, channels: int) -> int:
+        return channels * self.block_size**2
+
+    def patch_matrix(self, channels: int) -> np.ndarray:
+        return self.mixing_matrix(channels).copy()
+
+    def _mix(self, centred: torch.Tensor, matrix_t: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(centred, matrix_t)
+
+
+@register_cipher
+class OrthoMixSubCipher(LinearPatchCipher):
+    """K1 + one keyed Haar-random orthogonal A_s of every sub-block's C*(M/2)^2 values (the
+    same A_s in all four sub-blocks TL, TR, BL, BR of every block; vectors channel-major)."""
+
+    name = "orthomix_sub"
+    mixing_unit_divisor: ClassVar[int] = 2
+
+    @classmethod
+    def _check_block(cls, block_size: int) -> None:
+        if block_size % 2:
+            raise ValueError(
+                f"orthomix_sub mixes the four sub-blocks of each block, so the block size must "
+                f"be even, got {block_size}"
+            )
+
+    def mixing_dim(self, channels: int) -> int:
+        return channels * (self.block_size // 2) ** 2
+
+    def subblock_index(self, channels: int) -> np.ndarray:
+        """``(4, C*(M/2)^2)`` positions in the C*M*M patch vector of every sub-block's values."""
+        size, half = self.block_size, self.block_size // 2
+        flat = np.arange(channels * size * size).reshape(channels, 2, half, 2, half)
+        return flat.transpose(1, 3, 0, 2, 4).reshape(4, channels * half * half)
+
+    def patch_matrix(self, channels: int) -> np.ndarray:
+        sub, index = self.mixing_matrix(channels), self.subblock_index(channels)
+        full = np.zeros((channels * self.block_size**2,) * 2)
+        for rows in index:
+            full[np.ix_(rows, rows)] = sub
+        return full
+
+    def _mix(self, centred: torch.Tensor, matrix_t: torch.Tensor) -> torch.Tensor:
+        batch, blocks, length = centred.shape
+        channels = length // self.block_size**2
+        half = self.block_size // 2
+        grid = centred.reshape(batch, blocks, channels, 2, half, 2, half)
+        subs = grid.permute(0, 1, 3, 5, 2, 4, 6).reshape(batch, blocks, 4, -1)
+        mixed = torch.matmul(subs, matrix_t)
+        mixed = mixed.reshape(batch, blocks, 2, 2, channels, half, half)
+        return mixed.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, blocks, length)
+
+
+def _check_storage(storage: object) -> None:
+    if storage not in STORAGE_DTYPES:
+        raise ValueError(f"storage must be one of {sorted(STORAGE_DTYPES)}, got {storage!r}")
