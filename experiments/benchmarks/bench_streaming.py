@@ -9,6 +9,10 @@ the first batch and the delivered images/s. Shards are deleted afterwards.
     python -m experiments.benchmarks.bench_streaming [--sizes 2000,10000] [--workers 2]
 
 Writes ``experiments/results/data/streaming_<device>.json`` (``--results`` elsewhere).
+``--in-memory`` measures the in-memory path beside it instead: the same N images encrypted
+with ``vitlearnenc-encrypt --resize 224`` into a folder, loaded by ``ImageFolderDataModule``
+(``cipher=pre_encrypted``) and read for one epoch in a fresh process; peak RSS as above, in
+``in_memory_<device>.json``.
 """
 
 from __future__ import annotations
@@ -90,6 +94,70 @@ def _stream_child(root: str, workers: int, batch: int, device: str) -> None:
     )
 
 
+def _memory_child(root: str, workers: int, batch: int) -> None:
+    """Load a pre-encrypted folder into memory and read one epoch; print JSON with the setup
+    time and peak RSS (run in a fresh process)."""
+    import torch
+
+    from vitlearnenc.data import ImageFolderDataModule
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    dm = ImageFolderDataModule(
+        root=root, cipher="pre_encrypted", block_size=16, batch_size=batch, num_workers=workers,
+        augment=False, val_fraction=0, pin_memory=False,
+    )  # fmt: skip
+    dm.setup("fit")
+    setup = time.perf_counter() - start
+    images = sum(len(loaded["label"]) for loaded in dm.train_dataloader())
+    print(
+        json.dumps(
+            {
+                "setup_s": setup,
+                "images": images,
+                "peak_rss_main_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_largest_worker_MB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+                / 1024,
+            }
+        )
+    )
+
+
+def run_in_memory(sizes: list[int], workers: int, batch: int, keep: Path | None) -> dict[str, Any]:
+    """Peak RSS of the in-memory path for each N (see the module docstring)."""
+    from vitlearnenc.ciphers import generate_key, save_key
+    from vitlearnenc.cli.encrypt import main_encrypt
+
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="bench-memory-", dir=keep))
+    try:
+        key = save_key(generate_key("proposed", 224, 16), work / "owner.key")
+        for n in sizes:
+            src, out = work / f"src{n}", work / f"enc{n}"
+            extract_subset(ARCHIVE, src, n, 16)
+            status = main_encrypt(["--key", str(key), "--resize", "224", "--quiet", str(src),
+                                   str(out)])  # fmt: skip
+            if status:
+                raise RuntimeError(f"vitlearnenc-encrypt exited with {status}")
+            loaded = subprocess.run(
+                [sys.executable, "-m", "experiments.benchmarks.bench_streaming", "--memory-child",
+                 str(out), "--workers", str(workers), "--batch", str(batch)],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            row = {"N": n, "workers": workers, **json.loads(loaded.stdout.strip().splitlines()[-1])}
+            row["bytes_per_image_decoded"] = 3 * 224 * 224
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            for path in (src, out):
+                shutil.rmtree(path, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    import torch
+
+    return {"machine": machine_info(torch.device("cpu")), "batch": batch, "image_size": 224,
+            "rows": rows}  # fmt: skip
+
+
 def run(
     sizes: list[int], workers: int, batch: int, keep: Path | None, device: str = "cpu"
 ) -> dict[str, Any]:
@@ -147,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--child", metavar="SHARDS", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", metavar="FOLDER", help=argparse.SUPPRESS)
+    parser.add_argument("--in-memory", action="store_true", help="the in-memory path instead")
     parser.add_argument("--tmp", type=Path, help="folder for the temporary shards")
     parser.add_argument("--device", default="cpu", help="cuda: batches go through the pipeline")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
@@ -154,13 +224,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         _stream_child(args.child, args.workers, args.batch, args.device)
         return
+    if args.memory_child:
+        _memory_child(args.memory_child, args.workers, args.batch)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
-    payload = run(sizes, args.workers, args.batch, args.tmp, args.device)
+    if args.in_memory:
+        payload = run_in_memory(sizes, args.workers, args.batch, args.tmp)
+    else:
+        payload = run(sizes, args.workers, args.batch, args.tmp, args.device)
     payload["command"] = "python -m experiments.benchmarks.bench_streaming " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
     args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"streaming_{args.device}.json"
+    name = "in_memory_cpu" if args.in_memory else f"streaming_{args.device}"
+    path = args.results / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 

@@ -225,13 +225,6 @@ def _fit(root: Path, run: Path, max_steps: int, ckpt: str | None = None) -> torc
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the resumed run replays the rest of the interrupted epoch exactly "
-    "(litdata's loader state is in the step checkpoint, and a bare StreamingDataLoader "
-    "restored from it continues correctly into the next epoch), but under Lightning the next "
-    "epoch yields no batch and fit ends with 'max_epochs reached'; not fixed yet",
-)
 def test_mid_epoch_resume_with_workers_replays_the_same_batches(packed, tmp_path: Path) -> None:
     """Stopped after 3 of the 4 steps of epoch 1 (loader state in the step checkpoint, two
     workers) and resumed: the same final weights as the uninterrupted run."""

@@ -274,3 +274,55 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_old_one(tmp_path: Path) ->
     AtomicCheckpointIO().save_checkpoint({"epoch": 3}, path)
     assert _temps(tmp_path) == []
     assert torch.load(path, weights_only=True)["epoch"] == 3
+
+
+# ------------------------------------------- mid-epoch resume with loader workers (slow)
+STEP_CKPT, STEP_KILL = 4, 14  # last.ckpt every 4 steps; the newest before the kill: step 12
+WORKERS = ["data.num_workers=2", f"callbacks.last_checkpoint.every_n_train_steps={STEP_CKPT}"]
+
+
+def _streaming_overrides(tmp_path: Path) -> list[str]:
+    """Plain shards of 40 training images (random 16 px PNGs), encrypted on the device."""
+    from tests.data.conftest import write_tree
+    from vitlearnenc.cli.pack import main as pack_main
+
+    write_tree(tmp_path / "src", {"train/ant": 20, "train/bee": 20, "test/ant": 4, "test/bee": 4})
+    out = tmp_path / "shards"
+    assert (
+        pack_main(["--cipher", "plain", "--seed", "0", "--quiet", str(tmp_path / "src"), str(out)])
+        == 0
+    )
+    return ["data=streaming", f"data.root={out}", "data.batch_size=4",
+            *[a for a in TINY if not a.startswith("data")]]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["in_memory", "streaming"])
+def test_sigkill_mid_epoch_with_workers_resumes_exactly(tmp_path: Path, path: str) -> None:
+    """Step checkpoints every 4 steps, two loader workers, SIGKILL at step 14 (in the second
+    epoch); the rerun resumes from step 12 — mid-epoch — with the loaders' positions and the
+    augmentation stream, finishes that epoch and the next, and ends with exactly the weights
+    of an uninterrupted run."""
+    data = _streaming_overrides(tmp_path) if path == "streaming" else KILL_RUN[: len(TINY) + 1]
+    base = [*data, *KILL_RUN[len(TINY) + 1 :], *WORKERS]
+    base = [arg for arg in base if arg != "data.num_workers=0"]
+    reference = run_console(
+        "vitlearnenc-train", [*base, f"paths.log_dir={tmp_path / 'a'}"], tmp_path
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    resumed = [*base, f"paths.log_dir={tmp_path / 'b'}"]
+    killer = ["+callbacks.kill._target_=tests.reliability.helpers.KillAtStep",
+              f"+callbacks.kill.step={STEP_KILL}"]  # fmt: skip
+    killed = run_console("vitlearnenc-train", [*resumed, *killer], cwd=tmp_path)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = tmp_path / "b" / "train" / "runs" / "resume"
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    steps_per_epoch = _final_state(tmp_path / "a")[2] // 3
+    assert checkpoint["global_step"] == 12 and 12 % steps_per_epoch  # mid-epoch
+    again = run_console("vitlearnenc-train", resumed, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "not resumable" not in again.stdout + again.stderr
+    weights_a, _, steps_a = _final_state(tmp_path / "a")
+    weights_b, _, steps_b = _final_state(tmp_path / "b")
+    assert steps_a == steps_b
+    torch.testing.assert_close(weights_b, weights_a, rtol=0, atol=0)

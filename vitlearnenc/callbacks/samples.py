@@ -52,12 +52,17 @@ class EncryptedSamplesCallback(L.Callback):
 
     @staticmethod
     def _first_images(datamodule: L.LightningDataModule, count: int) -> torch.Tensor | None:
-        images = []
-        for batch in datamodule.val_dataloader():
-            images.append(batch["image"])
-            if sum(len(i) for i in images) >= count:
-                break
-        return torch.cat(images)[:count] if images else None
+        """The first ``count`` validation images, read from the dataset in this process.
+
+        Not through ``val_dataloader()``: that builds a loader with persistent workers, so
+        worker processes would start here for a few images, and once more for the real
+        validation loader.
+        """
+        dataset = getattr(datamodule, "val_set", None)
+        if dataset is None:
+            return None
+        count = min(count, len(dataset))
+        return torch.stack([dataset[i]["image"] for i in range(count)]) if count else None
 
 
 def _viewable(images: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ Examples::
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from vitlearnenc.cli.common import (
 from vitlearnenc.runs.build import build_datamodule, instantiate_callbacks, instantiate_loggers
 from vitlearnenc.runs.config import check_slurm_layout, network_config, validate_config
 from vitlearnenc.runs.keys import KEY_FILE_NAME
-from vitlearnenc.utils.checkpoint_io import RNGStateCallback
+from vitlearnenc.utils.checkpoint_io import LoaderStateCallback, RNGStateCallback
 from vitlearnenc.utils.files import write_json_atomic
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.paths import check_conf_dir, register_resolvers
@@ -44,6 +46,23 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
     found = [path for path in found if path.is_file()]
     return str(max(found, key=lambda path: path.stat().st_mtime_ns)) if found else None
+
+
+def prepare_data_in_turn(datamodule: L.LightningDataModule, run_dir: Path) -> None:
+    """``prepare_data`` (downloads) one process at a time on each node.
+
+    The Trainer would run it on each node's first process only, behind a barrier, but it does
+    not exist yet here (the data gives the model its number of classes), and every rank runs
+    this function. Without a lock all ranks of a node downloaded into one folder at once;
+    with it the first downloads and the others find the files (``prepare_data`` only fetches
+    what is missing). The lock file is in the node's temporary folder (named after the run
+    directory), so a failed start leaves nothing in the run directory.
+    """
+    from filelock import FileLock
+
+    name = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"vitlearnenc-prepare-{name}.lock"):
+        datamodule.prepare_data()
 
 
 @contextlib.contextmanager
@@ -72,7 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     with _drop_new_key_on_error(run_dir):
         datamodule = build_datamodule(cfg, run_dir)
-        datamodule.prepare_data()
+        prepare_data_in_turn(datamodule, run_dir)
         datamodule.setup("fit")
     task = ClassifierModule(
         net=network_config(cfg),
@@ -94,7 +113,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         log.info("Transformed the ViT's weights with the data owner's key (model.key_adapt=true)")
     # first, so that it sees the RNG state before any other callback's on_fit_start
-    callbacks = [RNGStateCallback(), *instantiate_callbacks(cfg.get("callbacks"))]
+    callbacks = [
+        RNGStateCallback(),
+        LoaderStateCallback(),
+        *instantiate_callbacks(cfg.get("callbacks")),
+    ]
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, plugins=trainer_plugins(cfg)

@@ -23,8 +23,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.transforms.v2.functional import normalize
 
 from vitlearnenc.ciphers import (
@@ -36,7 +38,12 @@ from vitlearnenc.ciphers import (
     load_key,
 )
 from vitlearnenc.data.augment import random_crop_flip
-from vitlearnenc.data.datasets import UInt8ImageDataset, collate_batch, split_train_val
+from vitlearnenc.data.datasets import (
+    EpochShuffleSampler,
+    UInt8ImageDataset,
+    collate_batch,
+    split_train_val,
+)
 from vitlearnenc.errors import InputError
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.logging import RankedLogger
@@ -80,6 +87,8 @@ class EncryptedDataModule(L.LightningDataModule):
         keep_plain: also return the plain uint8 image (augmented, resized, not encrypted) as
             ``batch["plain"]``, for attack datasets.
         label_subset: keep only these labels, renumbered 0..k-1 in this order (None: all).
+        augment_seed: seed of the training augmentation and shuffle; None takes the run's seed
+            (``torch.initial_seed()``, what ``L.seed_everything`` set before this is built).
     """
 
     def __init__(
@@ -102,6 +111,7 @@ class EncryptedDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         keep_plain: bool = False,
         label_subset: Sequence[int] | None = None,
+        augment_seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -162,6 +172,9 @@ class EncryptedDataModule(L.LightningDataModule):
         self.test_set: Dataset[Any] | None = None
         self.predict_set: Dataset[Any] | None = None
         self._cipher: Cipher | None = None
+        self.augment_seed = torch.initial_seed() if augment_seed is None else int(augment_seed)
+        #: training batches transformed so far (the same on every rank); in checkpoints
+        self.train_batches = 0
 
     # ----------------------------------------------------------------- subclass interface
     def native_size(self, stage: str | None) -> tuple[int, int]:
@@ -356,13 +369,19 @@ class EncryptedDataModule(L.LightningDataModule):
     def _loader(
         self, dataset: Dataset[Any] | None, stage: str, shuffle: bool = False
     ) -> DataLoader:
+        """A ``StatefulDataLoader`` (shuffled by :class:`EpochShuffleSampler`): Lightning
+        saves its position (sampler order, batches already yielded, worker states) in step
+        checkpoints, so a run resumed mid-epoch continues with the batches an uninterrupted
+        run would have seen."""
         if dataset is None:
             raise RuntimeError(f"the data for {stage!r} is not loaded; call setup({stage!r}) first")
         workers = self.num_workers
-        return DataLoader(
+        return StatefulDataLoader(
             dataset,
             batch_size=self.batch_size_per_device,
-            shuffle=shuffle,
+            # the order of epoch e from (augment_seed, e): no draws from the global RNG
+            sampler=EpochShuffleSampler(dataset, self.augment_seed) if shuffle else None,  # type: ignore[arg-type]
+            generator=torch.Generator().manual_seed(self.augment_seed),  # workers' base seed
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -447,14 +466,38 @@ class EncryptedDataModule(L.LightningDataModule):
         """
         return self.encrypt_and_normalize(self.augment_and_resize(images, train, generator))
 
+    def augmentation_generator(self, batch_number: int) -> torch.Generator:
+        """The random stream of training batch ``batch_number`` on this rank.
+
+        Seeded from ``augment_seed``, the global rank and the batch number: ranks draw
+        different crops and flips (one global stream would give image i of every rank's
+        batch the same ones), a rerun draws the same, and a run resumed from any checkpoint
+        continues the stream (the batch count is in :meth:`state_dict`, and rank 0's count
+        is every rank's). A CPU generator, so the numbers do not depend on the device.
+        """
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        seed = np.random.SeedSequence([self.augment_seed, rank, batch_number]).generate_state(1)
+        return torch.Generator().manual_seed(int(seed[0]))
+
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Run the pipeline on the device; augmentation only while the trainer is training."""
         train = self.trainer is not None and self.trainer.training
-        plain = self.augment_and_resize(batch["image"], train)
+        generator = None
+        if train:
+            generator = self.augmentation_generator(self.train_batches)
+            self.train_batches += 1
+        plain = self.augment_and_resize(batch["image"], train, generator)
         if self.keep_plain:
             batch["plain"] = plain
         batch["image"] = self.encrypt_and_normalize(plain)
         return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """What Lightning stores in checkpoints: the training batch count (no key material)."""
+        return {"train_batches": self.train_batches}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_batches = int(state_dict.get("train_batches", 0))
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:

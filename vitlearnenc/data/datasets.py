@@ -9,11 +9,13 @@ on the training device.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset, default_collate, random_split
+from torch.utils.data import Dataset, RandomSampler, Subset, default_collate, random_split
+from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
 
 from vitlearnenc.errors import InputError
 
@@ -96,3 +98,25 @@ def split_train_val(
     generator = torch.Generator().manual_seed(seed)
     train, val = random_split(dataset, [size - num_val, num_val], generator=generator)
     return train, (val if num_val else None)
+
+
+class EpochShuffleSampler(StatefulRandomSampler, RandomSampler):
+    """A random order per epoch, drawn from ``(seed, epoch)`` alone; resumable mid-epoch.
+
+    Why: the order of every epoch must not depend on what consumed random numbers before it.
+    Lightning calls :meth:`set_epoch` before each epoch (as for ``DistributedSampler``), so a
+    run resumed at an epoch boundary shuffles that epoch as an uninterrupted run does; within
+    an epoch, ``StatefulDataLoader`` saves and restores the position (torchdata's stateful
+    iterator). It is also a ``torch.utils.data.RandomSampler``, so Lightning knows the loader
+    shuffles and gives it a shuffling ``DistributedSampler`` under DDP.
+    """
+
+    def __init__(self, data_source: Sized, seed: int) -> None:
+        StatefulRandomSampler.__init__(self, data_source, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seed the order of ``epoch`` (what the next iteration uses)."""
+        state = np.random.SeedSequence([self.seed, epoch]).generate_state(1)
+        self.generator.manual_seed(int(state[0]))

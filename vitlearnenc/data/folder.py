@@ -12,8 +12,10 @@ Design choices:
 - The train and test splits are decoded together, in one pass over an archive, so that both
   get their labels from the same class list: the sorted class folders of the training split
   (of the test split when there is no training split).
-- All images of a split must have one size (a stacked tensor), and a clear error names the
-  first file that differs; resize such datasets beforehand. Only prediction inputs, which
+- Headers are read first: all images of a split must have one size, and a clear error names
+  the first file that differs before any pixel is decoded (resize such datasets beforehand);
+  then each file is decoded into its row of one preallocated tensor (no list + stack, so no
+  2x peak). Only prediction inputs, which
   are not augmented, are resized on load to ``image_size`` when their sizes differ.
 - Image files that cannot be decoded are skipped, with one warning per split giving the count
   and the first file; files lying directly in the split folder (no class) are ignored the
@@ -34,9 +36,8 @@ import torch
 
 from vitlearnenc.data.base import DatasetNotFoundError, EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset
-from vitlearnenc.data.imagestore import DecodedTree, decode_tree, probe_size
+from vitlearnenc.data.imagestore import LoadedTree, load_tree, probe_size
 from vitlearnenc.errors import InputError
-from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.markers import MARKER_NAME, find_marker
 
@@ -81,6 +82,7 @@ class ImageFolderDataModule(EncryptedDataModule):
         self.classes: list[str] | None = None
         self.predict_files: list[str] = []
         self._labelled: dict[str, UInt8ImageDataset] | None = None
+        self._handed_over: set[str] = set()  # splits load_split returned (and dropped)
         self._marker_checked: set[Path] = set()
 
     @property
@@ -105,14 +107,19 @@ class ImageFolderDataModule(EncryptedDataModule):
         folders = {"train": self.train_dir, "test": self.test_dir}
         if split not in folders:
             raise InputError(f"image folders have the splits 'train' and 'test', not {split!r}")
-        if self._labelled is None:
-            self._labelled = self._load_labelled()
+        if self._labelled is None or (
+            split not in self._labelled and split in self._handed_over
+        ):  # a second request decodes again
+            self._labelled, self._handed_over = self._load_labelled(), set()
         if split not in self._labelled:
             raise DatasetNotFoundError(
                 f"no images in class folders under {self._root()}/{folders[split]}; expected "
                 f"{_LAYOUT} (a folder or a .tar/.tar.gz archive of that layout)"
             )
-        return self._labelled[split]
+        # handed over, not kept: setup keeps what it needs (a label_subset or split copy),
+        # so a cached full split would double the memory
+        self._handed_over.add(split)
+        return self._labelled.pop(split)
 
     def load_predict(self) -> UInt8ImageDataset:
         dataset, self.predict_files = _load_unlabelled(
@@ -185,7 +192,7 @@ class ImageFolderDataModule(EncryptedDataModule):
 
     def _load_labelled(self) -> dict[str, UInt8ImageDataset]:
         root = self._root()
-        trees = decode_tree(root, [self.train_dir, self.test_dir])
+        trees = load_tree(root, [self.train_dir, self.test_dir], accept=lambda name: "/" in name)
         splits = {"train": self.train_dir, "test": self.test_dir}
         class_source = self.train_dir if _class_folders(trees[self.train_dir]) else self.test_dir
         classes = _class_folders(trees[class_source])
@@ -207,16 +214,15 @@ class ImageFolderDataModule(EncryptedDataModule):
             tree = trees[folder]
             where = f"{root}/{folder}"
             _warn_failures(tree, where)
-            kept = [i for i, name in enumerate(tree.names) if "/" in name]
-            if len(kept) < len(tree.names):
+            if tree.ignored:
                 log.warning(
                     "ignored %d image files lying directly in %s (not in a class folder)",
-                    len(tree.names) - len(kept),
+                    len(tree.ignored),
                     where,
                 )
-            if not kept:
+            if not tree.names:
                 continue
-            names = [tree.names[i] for i in kept]
+            names = tree.names
             labels = []
             for name in names:
                 label = index.get(name.split("/", 1)[0])
@@ -227,8 +233,9 @@ class ImageFolderDataModule(EncryptedDataModule):
                         "use the same class folders"
                     )
                 labels.append(label)
-            images = _stack([tree.images[i] for i in kept], names, where, resize_to=None)
-            loaded[split] = UInt8ImageDataset(images, label=torch.tensor(labels, dtype=torch.long))
+            loaded[split] = UInt8ImageDataset(
+                tree.images, label=torch.tensor(labels, dtype=torch.long)
+            )
             self._check_loaded(loaded[split], split)  # both splits now: before training, not after
             log.info("%s: %d images, %d classes", where, len(names), len(classes))
         return loaded
@@ -266,54 +273,28 @@ def _load_unlabelled(
     source: Path, resize_to: tuple[int, int] | None
 ) -> tuple[UInt8ImageDataset, list[str]]:
     """Every image under ``source`` with an ``index`` field, and the relative file paths."""
-    tree = decode_tree(source, [""])[""]
+    tree = load_tree(source, [""], resize_to=resize_to)[""]
     _warn_failures(tree, str(source))
     if not tree.names:
         raise DatasetNotFoundError(f"no decodable image files under {source}")
-    images = _stack(tree.images, tree.names, str(source), resize_to)
-    return UInt8ImageDataset(images, index=torch.arange(len(tree.names))), list(tree.names)
+    return UInt8ImageDataset(tree.images, index=torch.arange(len(tree.names))), list(tree.names)
 
 
-def _class_folders(tree: DecodedTree) -> list[str]:
+def _class_folders(tree: LoadedTree) -> list[str]:
     """Sorted class names: first path component of every image file in a class folder
     (decoded or not, so that a corrupt file cannot shift the labels)."""
     names = tree.names + [name for name, _ in tree.failures]
     return sorted({name.split("/", 1)[0] for name in names if "/" in name})
 
 
-def _warn_failures(tree: DecodedTree, where: str) -> None:
+def _warn_failures(tree: LoadedTree, where: str) -> None:
     if tree.failures:
         name, reason = tree.failures[0]
         log.warning(
             "skipped %d of %d image files under %s that could not be decoded (first: %s: %s)",
             len(tree.failures),
-            len(tree.failures) + len(tree.names),
+            len(tree.failures) + len(tree.names) + len(tree.ignored),
             where,
             name,
             reason,
         )
-
-
-def _stack(
-    images: list[torch.Tensor],
-    names: list[str],
-    where: str,
-    resize_to: tuple[int, int] | None,
-) -> torch.Tensor:
-    """Stack ``(3, H, W)`` uint8 images into ``(N, 3, H, W)``.
-
-    Images of differing sizes are an error naming the first odd file, unless ``resize_to`` is
-    given: then every image is resized to it (bilinear, as on the device).
-    """
-    size = tuple(images[0].shape[-2:])
-    odd = next((i for i, image in enumerate(images) if tuple(image.shape[-2:]) != size), None)
-    if odd is None:
-        return torch.stack(images)
-    if resize_to is None:
-        other = tuple(images[odd].shape[-2:])
-        raise InputError(
-            f"{where}/{names[odd]} is {other[0]}x{other[1]} but {where}/{names[0]} is "
-            f"{size[0]}x{size[1]}; all images of a split must have one size: resize them "
-            "beforehand (e.g. vitlearnenc-encrypt --resize S for encrypted data)"
-        )
-    return torch.cat([resize_uint8(image[None], resize_to) for image in images])

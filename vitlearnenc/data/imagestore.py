@@ -16,13 +16,14 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from vitlearnenc.errors import InputError
+from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.imagefiles import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -200,3 +201,130 @@ def _components(path: str) -> tuple[str, ...]:
 
 def _describe(source: Path, subfolders: Sequence[str]) -> str:
     return ", ".join(str(source / sub) for sub in subfolders) or str(source)
+
+
+@dataclass
+class LoadedTree:
+    """The images of one subfolder in one preallocated tensor (see :func:`load_tree`).
+
+    Attributes:
+        names: relative POSIX paths of the loaded files, sorted; row i of ``images`` is names[i].
+        images: ``(N, 3, H, W)`` uint8.
+        failures: ``(name, reason)`` of image files that could not be read.
+        ignored: names the ``accept`` filter left out (not read past their header).
+    """
+
+    names: list[str]
+    images: torch.Tensor
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+class MixedSizesError(InputError):
+    """A split holds images of different sizes (found from the headers, before decoding)."""
+
+
+def load_tree(
+    source: str | os.PathLike[str],
+    subfolders: Sequence[str],
+    accept: Callable[[str], bool] = lambda name: True,
+    resize_to: tuple[int, int] | None = None,
+) -> dict[str, LoadedTree]:
+    """Decode each subfolder into one preallocated ``(N, 3, H, W)`` tensor.
+
+    Why not :func:`decode_tree` and ``torch.stack``: that holds every image twice at the
+    peak (the list and the stack). Here a first pass reads only headers, so the sizes are
+    checked and the tensor allocated before any pixel is decoded, and a second pass decodes
+    each file into its row. An archive is read twice (gzip has no index; the first pass only
+    looks at headers), which costs decompression, not decoding.
+
+    Args:
+        source: a folder, or a tar archive (optionally gzipped) with the same layout.
+        subfolders: as for :func:`decode_tree`.
+        accept: which names (relative to their subfolder) to load.
+        resize_to: ``(H, W)`` to resize all images to when a subfolder holds several sizes
+            (bilinear, as on the device); None requires one size per subfolder.
+
+    Raises:
+        MixedSizesError: with ``resize_to`` None, two sizes in one subfolder; the message
+            names a file of each.
+        FileNotFoundError, ValueError: as :func:`decode_tree`.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    sizes: dict[str, dict[str, tuple[int, int]]] = {sub: {} for sub in subfolders}
+    trees = {sub: LoadedTree([], torch.empty(0, 3, 0, 0, dtype=torch.uint8)) for sub in subfolders}
+    for sub, name, job in _iter_source(source, subfolders):
+        if not accept(name):
+            trees[sub].ignored.append(name)
+            continue
+        handle = job if isinstance(job, Path) else io.BytesIO(job)
+        try:
+            sizes[sub][name] = read_image_size(handle)  # type: ignore[arg-type]
+        except ImageReadError as error:
+            trees[sub].failures.append((name, str(error).removeprefix(f"{handle}: ")))
+    rows: dict[str, dict[str, int]] = {}
+    for sub, found in sizes.items():
+        names = sorted(found, key=lambda name: tuple(name.split("/")))
+        tree = trees[sub]
+        tree.names, tree.failures = names, sorted(tree.failures)
+        size = found[names[0]] if names else (0, 0)
+        odd = next((name for name in names if found[name] != size), None)
+        if odd is not None and resize_to is not None:
+            size = resize_to  # mixed sizes: all to resize_to; one size: kept
+        elif odd is not None:
+            where = source / sub if sub else source
+            raise MixedSizesError(
+                f"{where}/{odd} is {found[odd][0]}x{found[odd][1]} but {where}/{names[0]} is "
+                f"{size[0]}x{size[1]}; all images of a split must have one size: resize them "
+                "beforehand (e.g. vitlearnenc-encrypt --resize S for encrypted data)"
+            )
+        tree.images = torch.empty((len(names), 3, *size), dtype=torch.uint8)
+        rows[sub] = {name: row for row, name in enumerate(names)}
+    if any(rows.values()):
+        _decode_into(source, subfolders, trees, rows)
+    return trees
+
+
+def _decode_into(
+    source: Path,
+    subfolders: Sequence[str],
+    trees: dict[str, LoadedTree],
+    rows: dict[str, dict[str, int]],
+) -> None:
+    """The second pass of :func:`load_tree`: decode each wanted file into its row; rows of
+    files that fail now (a header that reads but pixels that do not) are closed up in place."""
+    failed: dict[str, set[int]] = {sub: set() for sub in subfolders}
+    for sub, name, job in _iter_source(source, subfolders):
+        row = rows[sub].get(name)
+        if row is None:
+            continue
+        result = _decode(job)
+        tree = trees[sub]
+        if isinstance(result, str):
+            tree.failures.append((name, result))
+            failed[sub].add(row)
+            continue
+        height, width = tree.images.shape[-2:]
+        if result.shape[-2:] != (height, width):
+            result = resize_uint8(result[None], (height, width))[0]
+        tree.images[row] = result
+    for sub, bad in failed.items():
+        if bad:
+            tree = trees[sub]
+            keep = [row for row in range(len(tree.names)) if row not in bad]
+            for new, old in enumerate(keep):
+                if new != old:
+                    tree.images[new] = tree.images[old]
+            tree.images = tree.images[: len(keep)]
+            tree.names = [tree.names[row] for row in keep]
+            tree.failures.sort()
+
+
+def _iter_source(source: Path, subfolders: Sequence[str]) -> Iterator[tuple[str, str, _Job]]:
+    return (
+        _iter_archive(source, subfolders)
+        if is_archive(source)
+        else _iter_folder(source, subfolders)
+    )

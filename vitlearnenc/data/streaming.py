@@ -210,11 +210,11 @@ class StreamingDataModule(EncryptedDataModule):
         raise NotImplementedError("streamed shards are never loaded into memory")
 
     def _loader(self, dataset: Any, stage: str, shuffle: bool = False) -> Any:
-        from litdata import StreamingDataLoader
+        from vitlearnenc.data.resumable import ResumableStreamingDataLoader
 
         if dataset is None:
             raise RuntimeError(f"the data for {stage!r} is not loaded; call setup({stage!r}) first")
-        return StreamingDataLoader(
+        return ResumableStreamingDataLoader(
             dataset,
             batch_size=self.batch_size_per_device,
             num_workers=self.num_workers,

@@ -12,13 +12,13 @@ Two pieces, both wired in by ``vitlearnenc-train``:
   augmentation of the epochs after a resume differ from an uninterrupted run.
 
 What is exact (see the README section "Reliability and key secrecy"): a run resumed from a
-checkpoint written at an epoch boundary replays the same batches with the same augmentation
-and ends with the same weights and metrics as an uninterrupted run (tested on the CPU, one
-device, ``data.num_workers=0``). Not exact: with DataLoader worker processes (persistent
-workers draw their base seed from the global RNG only when they start, so the first resumed
-epoch shuffles differently), and from a mid-epoch checkpoint (Lightning restarts the epoch's
-DataLoader from its first batch unless the loader is resumable, i.e. has
-``state_dict``/``load_state_dict``).
+checkpoint written at an epoch boundary, or in the middle of an epoch by step checkpoints
+(``callbacks.last_checkpoint.every_n_train_steps=N``), replays the same batches with the same
+augmentation and ends with the same weights as an uninterrupted run, with DataLoader workers
+too (tested on the CPU, one device, ``data.num_workers=2``, in-memory and streamed data). That
+needs resumable loaders (``StatefulDataLoader`` with a per-epoch seeded sampler, litdata's
+``StreamingDataLoader``), the augmentation stream of the DataModule (seeded per batch, its
+count in the checkpoint) and :class:`LoaderStateCallback`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.fabric.utilities.types import _PATH
 
 from vitlearnenc.utils.logging import RankedLogger
@@ -193,3 +194,33 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "torch.cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["torch.cuda"])
+
+
+class LoaderStateCallback(L.Callback):
+    """Put the training loader's saved position back when Lightning forgot to.
+
+    Lightning keeps the train loader's ``state_dict`` (a ``StatefulDataLoader``'s sampler and
+    worker state, litdata's stream position) in every checkpoint and loads it when its fit
+    loop first builds the loader. But ``trainer.estimated_stepping_batches``, which the
+    learning-rate schedule reads in ``configure_optimizers``, builds the loader before the
+    checkpoint is restored; the state then stays unloaded and a run resumed from a mid-epoch
+    (step) checkpoint restarts the epoch from another order (Lightning issue #20550, open in
+    Lightning 2.6). The same early iterator also took its shuffle before Lightning set the
+    sampler's epoch. Here, in a resumed run, at ``on_train_start`` (after the restore, before
+    the first batch) the sampler epoch is set, pending states are loaded and the loader is
+    iterated afresh, as the fit loop itself does when nothing built the loader early.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop = trainer.fit_loop
+        if trainer.ckpt_path is None or loop._combined_loader is None:
+            return
+        # the sampler epoch too: the early iterator was made before Lightning set it
+        for loader in loop._combined_loader.flattened:
+            _set_sampler_epoch(loader, loop.epoch_progress.current.processed)
+        states = loop._combined_loader_states_to_load
+        if states and loop.restarting:
+            loop._combined_loader._load_state_dicts(states)
+            loop._combined_loader_states_to_load = []
+        if loop._data_fetcher is not None:
+            iter(loop._data_fetcher)  # a new iterator, from the loaded position
