@@ -257,7 +257,13 @@ def estimate_pixel_perm(encrypted_batch: torch.Tensor, block_size: int) -> np.nd
     side = block_size // 2
     if side == 1:
         return np.zeros(1, dtype=np.int64)
-    costs = _position_costs(encrypted_batch, block_size)
+    return pixel_perm_from_costs(_position_costs(encrypted_batch, block_size), side)
+
+
+def pixel_perm_from_costs(costs: dict[str, np.ndarray], side: int) -> np.ndarray:
+    """The K2 estimate (gather permutation of a side x side sub-block) that places the shuffled
+    positions with the least seam cost: exhaustive where (side^2)! is small, else the better of
+    two MDS starts refined by descent. Shared by the per-image and the pooled attacks."""
     edges = _grid_edges(side)
     if math.factorial(side * side) <= _EXHAUSTIVE_LIMIT:
         placement = _exhaustive_placement(costs, edges, side * side)

@@ -16,7 +16,6 @@ solution is applied to every ciphertext:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,14 +24,10 @@ import torch
 from vitlearnenc.attacks.jigsaw import (
     _compatibility,
     _decrypt,
-    _descend,
-    _exhaustive_placement,
-    _grid_edges,
-    _mds_placement,
     _open_slots,
     _place,
-    _placement_cost,
     _position_costs,
+    pixel_perm_from_costs,
 )
 from vitlearnenc.attacks.population.corpus import Corpus, CorpusError, as_corpus
 from vitlearnenc.attacks.population.edges import (
@@ -123,18 +118,7 @@ def pooled_pixel_perm(corpus: Corpus, block_size: int) -> np.ndarray:
             totals[name] = totals.get(name, 0.0) + cost * chunk.shape[0]
         images += chunk.shape[0]
     costs = {name: total / images for name, total in totals.items()}
-    edges = _grid_edges(side)
-    if math.factorial(side * side) <= _EXHAUSTIVE_LIMIT:
-        placement = _exhaustive_placement(costs, edges, side * side)
-    else:
-        finals = np.stack(
-            [
-                _descend(_mds_placement(costs, edges, side, power), costs, edges)
-                for power in (1.0, 2.0)
-            ]
-        )
-        placement = finals[int(np.argmin(_placement_cost(finals, costs, edges)))]
-    return np.argsort(placement).astype(np.int64)
+    return pixel_perm_from_costs(costs, side)
 
 
 def solve_fixed_puzzle(stats: EdgeStats) -> np.ndarray:
