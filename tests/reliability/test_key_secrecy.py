@@ -51,6 +51,7 @@ from vitlearnenc.ciphers import (
 from vitlearnenc.cli.common import close_wandb
 from vitlearnenc.cli.evaluate import evaluate
 from vitlearnenc.cli.train import train
+from vitlearnenc.models.key_transform import absorbable_cipher_names
 
 SEED = 4242  # key=seed's seed (public) and the owner key's seed (for a deterministic test)
 SHORT = [
@@ -203,7 +204,7 @@ def test_every_keyed_cipher_trains_without_writing_key_material(
     _assert_no_leaks(scanner_for([key]), tmp_path, output, exclude=[])
 
 
-@pytest.mark.parametrize("cipher", ["proposed", "orthomix", "orthomix_sub"])
+@pytest.mark.parametrize("cipher", absorbable_cipher_names())
 def test_key_adapt_runs_write_no_key_material_and_say_the_weights_are_key_equivalent(
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
