@@ -21,7 +21,7 @@ TINY = [
     "data.native_size=16",
     "data.num_train=192",
     "data.num_test=48",
-    "img_size=16",
+    "image_size=16",
     "attack.num_victim_images=24",
     "attack.grid_images=4",
     "logger=none",
@@ -202,7 +202,7 @@ def test_random_victim_key_is_stored_and_only_its_fingerprint_reported(tmp_path:
 
 
 def test_attack_config_composes_for_224_with_block_16(tmp_path: Path) -> None:
-    overrides = ["attack=itn", "img_size=224", "cipher.block_size=16"]
+    overrides = ["attack=itn", "image_size=224", "cipher.block_size=16"]
     with composed("attack", overrides, tmp_path) as cfg:
         assert cfg.trainer.max_epochs == cfg.attack.max_epochs
         assert cfg.trainer.gradient_clip_val is None

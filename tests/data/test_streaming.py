@@ -169,7 +169,7 @@ def test_vitlearnenc_train_on_shards(packed, tmp_path: Path) -> None:
         "key=none",
         "model=vit_micro",
         "model.patch_size=8",
-        "img_size=32",
+        "image_size=32",
         "trainer=fast_dev_run",
         "logger=csv",
         "callbacks=none",

@@ -336,7 +336,7 @@ def test_console_scripts_write_and_print_no_key_material(
             f"input_dir={_predict_inputs(tmp_path / 'inputs')}",
             "cipher=proposed",
             "cipher.block_size=8",
-            "img_size=64",
+            "image_size=64",
             *file_key,
             "num_workers=0",
             f"paths.log_dir={logs}",
@@ -355,7 +355,7 @@ def test_console_scripts_write_and_print_no_key_material(
 
 
 def _attack_args(attack: str, key_args: list[str]) -> list[str]:
-    data = [a for a in TINY if a.startswith(("data", "img_size"))]
+    data = [a for a in TINY if a.startswith(("data", "image_size"))]
     return [
         *data,
         "cipher.block_size=8",

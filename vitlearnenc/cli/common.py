@@ -9,7 +9,7 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import hydra
@@ -21,6 +21,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from vitlearnenc.cli import EXIT_USAGE, USER_ERRORS, one_line
+from vitlearnenc.runs.config import check_renamed_overrides
+from vitlearnenc.runs.errors import ConfigError
 
 #: errors of the Hydra apps that mean bad input or configuration, not a bug: the project's own
 #: types (ConfigError, key, data and cipher errors), missing paths (OSError), bad or unset
@@ -57,6 +59,17 @@ def one_line_errors(
         return run
 
     return decorate
+
+
+def reject_renamed_overrides(prog: str, argv: Sequence[str] | None = None) -> None:
+    """Stop with ``PROG: error: img_size is now image_size: say image_size=32`` (exit 2) when a
+    command-line override names a renamed key; Hydra alone would answer with a multi-line
+    "Key 'img_size' is not in struct" that does not say the new name."""
+    try:
+        check_renamed_overrides(sys.argv[1:] if argv is None else argv)
+    except ConfigError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def user_error(error: BaseException) -> BaseException | None:

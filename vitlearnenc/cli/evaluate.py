@@ -19,6 +19,7 @@ from vitlearnenc.cli.common import (
     close_wandb,
     configure_environment,
     one_line_errors,
+    reject_renamed_overrides,
 )
 from vitlearnenc.errors import InputError
 from vitlearnenc.runs.build import build_datamodule, instantiate_loggers
@@ -73,5 +74,6 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console-script entry point."""
+    reject_renamed_overrides("vitlearnenc-eval")
     register_resolvers()
     hydra.main(version_base="1.3", config_path=str(check_conf_dir()), config_name="eval")(_main)()

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from vitlearnenc.cli.common import (
     configure_environment,
     one_line_errors,
+    reject_renamed_overrides,
 )
 from vitlearnenc.runs.config import validate_config
 from vitlearnenc.runs.keys import resolve_key_source
@@ -43,7 +44,7 @@ def predict(cfg: DictConfig) -> Path:
     task = ClassifierModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
     datamodule = PredictFolderDataModule(
         root=cfg.input_dir,
-        image_size=cfg.img_size,
+        image_size=cfg.image_size,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         cipher=cfg.cipher.name,
@@ -79,6 +80,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    reject_renamed_overrides("vitlearnenc-predict")
     register_resolvers()
     hydra.main(version_base="1.3", config_path=str(check_conf_dir()), config_name="predict")(
         _main

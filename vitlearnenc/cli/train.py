@@ -24,6 +24,7 @@ from vitlearnenc.cli.common import (
     close_wandb,
     configure_environment,
     one_line_errors,
+    reject_renamed_overrides,
     trainer_plugins,
 )
 from vitlearnenc.runs.build import build_datamodule, instantiate_callbacks, instantiate_loggers
@@ -186,5 +187,6 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console-script entry point."""
+    reject_renamed_overrides("vitlearnenc-train")
     register_resolvers()
     hydra.main(version_base="1.3", config_path=str(check_conf_dir()), config_name="train")(_main)()

@@ -17,7 +17,7 @@ def build_datamodule(cfg: DictConfig, run_dir: Path) -> L.LightningDataModule:
     """The DataModule of ``cfg.data`` with the cipher of ``cfg.cipher`` and the key source."""
     return hydra.utils.instantiate(
         cfg.data,
-        image_size=cfg.img_size,
+        image_size=cfg.image_size,
         cipher=cfg.cipher.name,
         block_size=cfg.cipher.block_size,
         cipher_options=OmegaConf.to_container(cfg.cipher.options, resolve=True),
