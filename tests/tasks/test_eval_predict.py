@@ -39,7 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_folder(plain, "test", 48)
     assert (
         keygen(
-            ["--method", "proposed", "--image-size", "16", "--block-size", "4", "--out", str(key)]
+            ["--cipher", "proposed", "--image-size", "16", "--block-size", "4", "--out", str(key)]
         )
         == 0
     )

@@ -131,7 +131,7 @@ class Cipher(ABC):
         if key.method != self.name:
             raise KeyMismatchError(
                 f"key was made for the {key.method!r} cipher, not {self.name!r}; "
-                f"use a {self.name!r} key (vitlearnenc-keygen --method {self.name})"
+                f"use a {self.name!r} key (vitlearnenc-keygen --cipher {self.name})"
             )
         self.validate_key(key)
         self.key = key
