@@ -55,17 +55,38 @@ def plain_dict(node: Any, what: str) -> dict[str, Any]:
     return {str(k): v for k, v in container.items()}
 
 
+#: colour channels of the plain images every DataModule delivers (RGB)
+PLAIN_CHANNELS = 3
+
+
+def model_input_shape(cfg: DictConfig) -> tuple[int, int, int]:
+    """(C, H, W) that the model receives: the cipher's output for RGB images of
+    ``cfg.image_size``. Equal to the input for all but layout-changing ciphers (grayscale EtC
+    lays R, G and B side by side: ``(1, H, 3W)``)."""
+    options = plain_dict(cfg.cipher.options, "cipher.options")
+    size = parse_image_size(cfg.image_size)
+    cipher = probe_cipher(cfg.cipher.name, size, int(cfg.cipher.block_size), **options)
+    return cipher.output_shape(PLAIN_CHANNELS)
+
+
 def network_config(cfg: DictConfig) -> dict[str, Any]:
-    """Keyword arguments of ``build_classifier`` from ``cfg.model`` and ``cfg.image_size``."""
+    """Keyword arguments of ``build_classifier`` from ``cfg.model``, ``cfg.image_size`` and
+    the cipher's output shape: a cipher that changes the layout (grayscale EtC) gets a model
+    with its channels (``in_chans``) and its non-square size (``img_size=(H, W)``; timm's
+    ViTs size their patch grid and position embedding for it, the CNNs pool globally)."""
     model = plain_dict(cfg.model, "model")
+    channels, height, width = model_input_shape(cfg)
+    size = parse_image_size(cfg.image_size)
     net = {
         "name": model["name"],
-        "img_size": cfg.image_size,
+        "img_size": cfg.image_size if (height, width) == size else (height, width),
         "pretrained": bool(model.get("pretrained", False)),
         "checkpoint": model.get("checkpoint"),
         "adapt": model.get("adapt"),
         **(model.get("kwargs") or {}),
     }
+    if channels != PLAIN_CHANNELS:
+        net["in_chans"] = channels
     if model.get("patch_size") is not None:
         net["patch_size"] = model["patch_size"]
     if model.get("adapt") is not None:
