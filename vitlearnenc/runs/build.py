@@ -1,14 +1,16 @@
-"""Objects of a composed config: the DataModule, loggers and callbacks."""
+"""Objects of a composed config: the DataModule, loggers, callbacks and trainer plugins."""
 
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from lightning import Callback
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -59,3 +61,20 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     """Instantiate every logger config that has a ``_target_``."""
     return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c and "_target_" in c]
+
+
+def trainer_plugins(cfg: DictConfig) -> list[Any]:
+    """The trainer's plugins: ``cfg.trainer.plugins`` (atomic checkpoint writes) and, inside a
+    SLURM job, ``SLURMEnvironment(auto_requeue=True)``.
+
+    Under SLURM, Lightning then handles the requeue signal (SIGUSR1, which the job asks SLURM
+    to send before its time limit): it writes ``hpc_ckpt_N.ckpt`` into the run directory and
+    runs ``scontrol requeue``; the requeued job resumes from it with ``ckpt_path=auto``. SIGTERM
+    (pre-emption, ``scancel``) makes Lightning stop after the current batch. Lightning is the
+    one requeue owner: the submitit launcher's own requeue stays off (``max_num_timeout: 0``).
+    Outside SLURM (or in an interactive ``srun --job-name=interactive`` shell) nothing is added.
+    """
+    plugins = [hydra.utils.instantiate(p) for p in cfg.trainer.get("plugins") or []]
+    if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
+        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1))
+    return plugins
