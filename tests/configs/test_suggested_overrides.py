@@ -126,11 +126,13 @@ SUGGESTED = suggested_overrides()
 
 
 def _to_check() -> dict[str, list[str]]:
-    """override to compose -> where it is suggested; a computed group option
-    (``cipher={name}``) only needs its group, a computed or placeholder value a sample."""
+    """override to compose -> where it is suggested; a computed or placeholder group option
+    (``cipher={name}``, ``cipher=NAME``) only needs its group, a computed or placeholder value
+    a sample."""
     checks: dict[str, list[str]] = {}
     for where, key, value in SUGGESTED:
-        computed = FIELD in value or "%" in value
+        # an f-string field, a %s, or a placeholder in capitals (cipher=NAME, key.path=KEY)
+        computed = FIELD in value or "%" in value or bool(re.fullmatch(r"[A-Z_]+", value))
         if computed and key in _groups():
             continue
         sample = value if re.fullmatch(r"[\w./-]+", value) and not computed else "1"
