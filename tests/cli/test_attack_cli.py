@@ -13,7 +13,7 @@ import torch
 
 from tests.helpers.hydra import composed
 from vitlearnenc.cli.attack import attack
-from vitlearnenc.utils.paths import CONF_DIR
+from vitlearnenc.utils.paths import CONF_DIR, PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 TINY = [
@@ -231,7 +231,8 @@ def test_multirun_sweep_writes_one_summary_per_job(tmp_path: Path) -> None:
         text=True,
         timeout=300,
         cwd=tmp_path,
-        env={"OMP_NUM_THREADS": "1", "PATH": str(BIN)},
+        # this checkout's code, also when the console script belongs to another install
+        env={"OMP_NUM_THREADS": "1", "PATH": str(BIN), "PYTHONPATH": str(PROJECT_ROOT)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = [
