@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 10, 30, 100, 300])
     parser.add_argument("--lrs", type=float, nargs="+", default=[0.03, 0.3])
-    parser.add_argument("--img-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--patch-size", type=int, default=4)
     parser.add_argument("--embed-dim", type=int, default=64)
     parser.add_argument("--depth", type=int, default=2)
@@ -83,7 +83,7 @@ class SyntheticImages:
 def build_public_vit(args: argparse.Namespace) -> VisionTransformer:
     torch.manual_seed(args.model_seed)
     return VisionTransformer(
-        img_size=args.img_size,
+        img_size=args.image_size,
         patch_size=args.patch_size,
         embed_dim=args.embed_dim,
         depth=args.depth,
@@ -99,7 +99,7 @@ def run_curve(
     public = build_public_vit(args)
     model = transform_vit(public, cipher.key).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    data = SyntheticImages(args.classes, args.img_size, args.data_seed)
+    data = SyntheticImages(args.classes, args.image_size, args.data_seed)
     checkpoints = sorted(set(args.steps))
     points: list[dict[str, float | int | bool | None]] = []
     loss: float | None = None  # no training loss before the first step
@@ -137,7 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     cipher = build_cipher(
-        "proposed", args.img_size, args.patch_size, seed=args.key_seed, channel_mix=args.channel_mix
+        "proposed",
+        args.image_size,
+        args.patch_size,
+        seed=args.key_seed,
+        channel_mix=args.channel_mix,
     )
     started = time.perf_counter()
     curves = [{"lr": lr, "points": run_curve(args, lr, cipher)} for lr in args.lrs]

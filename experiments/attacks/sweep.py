@@ -73,7 +73,7 @@ SHARED = "attack.generator.shared_adaptation=true"
 POPULATION_32 = "attack.corpus_size=10000"
 POPULATION_224 = "attack.corpus_size=1000"
 #: the deployed setting: proposed cipher at 224x224, block 16, 100 victim images
-AT_224 = ["img_size=224", "cipher.block_size=16", "attack.num_victim_images=100"]
+AT_224 = ["image_size=224", "cipher.block_size=16", "attack.num_victim_images=100"]
 #: ITN at 224 on CPU, tiny: U-Net 8-128 channels (4 levels), 400 attacker images, 1 epoch
 ITN_224 = [
     "attack.num_public_images=400",

@@ -146,6 +146,9 @@ def test_per_key_capabilities_follow_the_options() -> None:
     assert probe_cipher("proposed", 32, 4, channel_mix=True).structure is None
     assert probe_cipher("etc", 32, 4).structure == "etc_blocks"
     assert probe_cipher("etc", 32, 4, etc_channel_mode="original").structure is None
+    assert probe_cipher("ele", 32, 4).structure == "per_block_nibble_maps"
+    assert probe_cipher("pe", 32, 1).structure is None  # a fresh key per image
+    assert probe_cipher("pe", 32, 1, per_image_keys=False).structure == "per_pixel_value_maps"
     assert get_cipher_class("pe").fixed_key_options({"per_image_keys": True}) == {
         "per_image_keys": False
     }

@@ -13,7 +13,7 @@ import torch
 
 from tests.helpers.hydra import composed
 from vitlearnenc.cli.attack import attack
-from vitlearnenc.utils.paths import CONF_DIR
+from vitlearnenc.utils.paths import CONF_DIR, PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 TINY = [
@@ -21,7 +21,7 @@ TINY = [
     "data.native_size=16",
     "data.num_train=192",
     "data.num_test=48",
-    "img_size=16",
+    "image_size=16",
     "attack.num_victim_images=24",
     "attack.grid_images=4",
     "logger=none",
@@ -202,7 +202,7 @@ def test_random_victim_key_is_stored_and_only_its_fingerprint_reported(tmp_path:
 
 
 def test_attack_config_composes_for_224_with_block_16(tmp_path: Path) -> None:
-    overrides = ["attack=itn", "img_size=224", "cipher.block_size=16"]
+    overrides = ["attack=itn", "image_size=224", "cipher.block_size=16"]
     with composed("attack", overrides, tmp_path) as cfg:
         assert cfg.trainer.max_epochs == cfg.attack.max_epochs
         assert cfg.trainer.gradient_clip_val is None
@@ -231,7 +231,8 @@ def test_multirun_sweep_writes_one_summary_per_job(tmp_path: Path) -> None:
         text=True,
         timeout=300,
         cwd=tmp_path,
-        env={"OMP_NUM_THREADS": "1", "PATH": str(BIN)},
+        # this checkout's code, also when the console script belongs to another install
+        env={"OMP_NUM_THREADS": "1", "PATH": str(BIN), "PYTHONPATH": str(PROJECT_ROOT)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = [

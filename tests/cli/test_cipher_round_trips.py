@@ -55,7 +55,7 @@ def test_console_scripts_round_trip_every_invertible_cipher(
     key = tmp_path / "owner.key"
     geometry = ["--image-size", str(SIZE), "--block-size", str(BLOCK)]
     assert (
-        main_keygen(["--method", name, *geometry, *_option_args(options), "--out", str(key)]) == 0
+        main_keygen(["--cipher", name, *geometry, *_option_args(options), "--out", str(key)]) == 0
     )
     plain = _tree(tmp_path / "plain")
     status = main_encrypt(

@@ -104,7 +104,7 @@ def test_keygen_writes_private_key_and_prints_no_material(
     out = tmp_path / "keys" / "k.json"
     assert (
         main_keygen(
-            ["--method", "proposed", "--image-size", "32", "--block-size", "4", "--out", str(out)]
+            ["--cipher", "proposed", "--image-size", "32", "--block-size", "4", "--out", str(out)]
         )
         == 0
     )
@@ -124,7 +124,7 @@ def test_keygen_writes_private_key_and_prints_no_material(
 def test_keygen_seed_is_reproducible_and_warned(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["--method", "proposed", "--image-size", "16x32", "--block-size", "4", "--seed", "3"]
+    args = ["--cipher", "proposed", "--image-size", "16x32", "--block-size", "4", "--seed", "3"]
     assert main_keygen([*args, "--out", str(tmp_path / "a.key")]) == 0
     assert main_keygen([*args, "--out", str(tmp_path / "b.key")]) == 0
     err = capsys.readouterr().err
@@ -136,7 +136,7 @@ def test_keygen_seed_is_reproducible_and_warned(
 
 def test_keygen_cipher_options(tmp_path: Path) -> None:
     out = tmp_path / "mix.key"
-    args = ["--method", "proposed", "--image-size", "8", "--block-size", "4", "--channel-mix"]
+    args = ["--cipher", "proposed", "--image-size", "8", "--block-size", "4", "--channel-mix"]
     assert main_keygen([*args, "--option", "channels=1", "--out", str(out)]) == 0
     key = load_key(out)
     assert key.options == {"channel_mix": True, "channels": 1}
@@ -146,7 +146,7 @@ def test_keygen_cipher_options(tmp_path: Path) -> None:
 def test_keygen_refuses_to_overwrite(key_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = key_path.read_bytes()
     args = [
-        "--method",
+        "--cipher",
         "proposed",
         "--image-size",
         "16",
@@ -172,14 +172,14 @@ def test_keygen_bad_geometry_or_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], expected: str
 ) -> None:
     out = tmp_path / "k.key"
-    assert main_keygen(["--method", "proposed", *extra, "--out", str(out)]) == 2
+    assert main_keygen(["--cipher", "proposed", *extra, "--out", str(out)]) == 2
     assert expected in _error_line(capsys.readouterr().err, "vitlearnenc-keygen")
     assert not out.exists()
 
 
 @pytest.mark.parametrize("bad", [["--image-size", "0"], ["--image-size", "3x"], ["--seed", "-1"]])
 def test_keygen_usage_errors_exit_2(tmp_path: Path, bad: list[str]) -> None:
-    args = {"--method": "proposed", "--image-size": "16", "--block-size": "4"}
+    args = {"--cipher": "proposed", "--image-size": "16", "--block-size": "4"}
     args.update(dict(zip(bad[::2], bad[1::2], strict=True)))
     argv = [item for pair in args.items() for item in pair] + ["--out", str(tmp_path / "k")]
     assert main_keygen(argv) == 2
@@ -648,3 +648,18 @@ def test_20000_images_stream_in_bounded_memory(key_path: Path, tmp_path: Path) -
     growth_mib = float(result.stdout.strip().splitlines()[-1])
     assert growth_mib < 40, f"peak RSS grew by {growth_mib:.1f} MiB"
     assert len(list_images(tmp_path / "out")) == 20_000
+
+
+def test_keygen_old_method_flag_names_its_new_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--method`` became ``--cipher`` (the apps' ``cipher=``): the old flag is refused with a
+    line that names the new one, and the flag it suggests works."""
+    geometry = ["--image-size", "16", "--block-size", "4"]
+    out = tmp_path / "k.key"
+    assert main_keygen(["--method", "le", *geometry, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: --method is now --cipher: say --cipher le" in err
+    assert not out.exists()
+    assert main_keygen(["--cipher", "le", *geometry, "--out", str(out)]) == 0
+    assert load_key(out).method == "le"

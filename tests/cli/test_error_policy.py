@@ -30,7 +30,7 @@ def _task(error: BaseException):  # noqa: ANN202 - a Hydra task function
 @pytest.mark.parametrize(
     "error",
     [
-        InputError("img_size=30 is odd"),
+        InputError("image_size=30 is odd"),
         ConfigError("set cipher.block_size=4"),
         FileNotFoundError(2, "x"),
     ],

@@ -48,7 +48,7 @@ def test_every_cipher_option_builds_its_datamodule(cipher: str, tmp_path: Path) 
 def test_every_model_option_builds(model: str, tmp_path: Path) -> None:
     overrides = [f"model={model}", "cipher=plain", "key=none"]
     if model == "vit_b16":
-        overrides.append("img_size=224")
+        overrides.append("image_size=224")
     with composed("train", overrides, tmp_path) as cfg:
         validate_config(cfg)
         net_cfg = network_config(cfg)

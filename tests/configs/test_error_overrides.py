@@ -29,7 +29,7 @@ def _first_error(overrides: list[str], tmp_path: Path) -> str:
 @pytest.mark.parametrize(
     "broken",
     [
-        ["cipher=pre_encrypted", "key=none", "data.native_size=16", "img_size=32"],
+        ["cipher=pre_encrypted", "key=none", "data.native_size=16", "image_size=32"],
         ["cipher=proposed", "key=seed", "model=vit_micro", "cipher.block_size=8"],
         ["cipher=le", "key=seed", "model=vit_micro", "model.key_adapt=true", "cipher.block_size=4"],
     ],

@@ -41,7 +41,7 @@ def test_experiment_runs_fast_dev_run(experiment: str, tmp_path: Path) -> None:
         "trainer.accelerator=cpu",
         "trainer.precision=32-true",
         "callbacks=none",
-        "img_size=32",
+        "image_size=32",
         "model.pretrained=false",
     ]
     with composed("train", common, tmp_path) as cfg:

@@ -15,8 +15,8 @@ import torch
 
 from tests.data.conftest import write_tree
 from vitlearnenc.callbacks.samples import EncryptedSamplesCallback
-from vitlearnenc.cli.train import prepare_data_in_turn
 from vitlearnenc.data import ImageFolderDataModule, SyntheticDataModule
+from vitlearnenc.runs.train import prepare_data_in_turn
 
 
 def _augmented(rank: int, batches: int = 2, seed: int = 5) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Pre-encrypted data (``vitlearnenc-encrypt``, then ``cipher=none`` with no key in the
+"""Pre-encrypted data (``vitlearnenc-encrypt``, then ``cipher=pre_encrypted`` with no key in the
 process) gives exactly the batches, training and predictions of on-the-fly encryption."""
 
 from __future__ import annotations

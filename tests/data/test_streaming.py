@@ -16,9 +16,10 @@ from tests.helpers.hydra import composed
 from vitlearnenc.ciphers import generate_key, save_key
 from vitlearnenc.cli.encrypt import main_encrypt
 from vitlearnenc.cli.pack import main as pack_main
-from vitlearnenc.cli.train import build_datamodule, train
+from vitlearnenc.cli.train import train
 from vitlearnenc.data import ImageFolderDataModule, StreamingDataModule
 from vitlearnenc.data.shards import METADATA_NAME, ShardMetadataError
+from vitlearnenc.runs.build import build_datamodule
 
 LAYOUT = {"train/ant": 6, "train/bee": 6, "test/ant": 5, "test/bee": 4}
 COMMON = {"batch_size": 4, "num_workers": 0, "augment": False}
@@ -169,7 +170,7 @@ def test_vitlearnenc_train_on_shards(packed, tmp_path: Path) -> None:
         "key=none",
         "model=vit_micro",
         "model.patch_size=8",
-        "img_size=32",
+        "image_size=32",
         "trainer=fast_dev_run",
         "logger=csv",
         "callbacks=none",

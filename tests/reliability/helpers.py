@@ -34,7 +34,7 @@ TINY = [
     "data.num_workers=0",
     "model=vit_micro",
     "model.patch_size=8",
-    "img_size=64",
+    "image_size=64",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]

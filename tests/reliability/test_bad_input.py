@@ -29,7 +29,7 @@ from vitlearnenc.utils.markers import MARKER_NAME, read_marker
 
 FAST = [*TINY, "trainer=fast_dev_run", "logger=none", "callbacks=none"]
 #: FAST without the synthetic data's own settings, for runs on other datasets
-FAST_OTHER_DATA = [a for a in FAST if not a.startswith(("data", "img_size", "model.patch_size"))]
+FAST_OTHER_DATA = [a for a in FAST if not a.startswith(("data", "image_size", "model.patch_size"))]
 HYDRA_OWN = (".hydra/", ".log")  # Hydra writes these before the task starts
 
 
@@ -117,7 +117,7 @@ def _tampered(path: Path) -> Path:
 @pytest.mark.parametrize(
     ("case", "fragments"),
     [
-        ("not_divisible", ["cipher.block_size=8 does not fit img_size=60"]),
+        ("not_divisible", ["cipher.block_size=8 does not fit image_size=60"]),
         ("key_other_size", ["was made for 32x32 images, not 64x64"]),
         ("key_other_method", ["is a 'le' key, but the 'proposed' cipher was asked for"]),
         ("key_garbage", ["not valid JSON; the key file is corrupt or truncated"]),
@@ -136,7 +136,7 @@ def test_train_errors_are_one_line_with_no_output(
     (tmp_path / "garbage.key").write_bytes(b"\x00\xff not a key")
     (tmp_path / "truncated.key").write_text(key.read_text()[:200])
     args = {
-        "not_divisible": lambda: ["img_size=60", "key=seed"],
+        "not_divisible": lambda: ["image_size=60", "key=seed"],
         "key_other_size": lambda: ["key=file", f"key.path={_key_file(tmp_path, 'k32', size=32)}"],
         "key_other_method": lambda: ["key=file", f"key.path={_key_file(tmp_path, 'le', 'le')}"],
         "key_garbage": lambda: ["key=file", f"key.path={tmp_path / 'garbage.key'}"],
@@ -168,10 +168,10 @@ def test_unknown_config_group_option_is_hydras_clear_error(
 
 
 def test_full_traceback_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    args = [*FAST, "img_size=60", "key=seed", f"paths.log_dir={tmp_path}"]
+    args = [*FAST, "image_size=60", "key=seed", f"paths.log_dir={tmp_path}"]
     with (
         hydra_main_args("vitlearnenc-train", args, monkeypatch, full_error=True),
-        pytest.raises(ValueError, match="does not fit img_size=60"),
+        pytest.raises(ValueError, match="does not fit image_size=60"),
     ):
         train_cli.main()
 
@@ -282,7 +282,7 @@ def test_keyed_cipher_on_an_encrypted_folder_is_refused(
             "data=image_folder",
             f"data.root={out}",
             "data.num_workers=0",
-            "img_size=16",
+            "image_size=16",
             "model.patch_size=4",
             "key=file",
             f"key.path={key}",
@@ -290,7 +290,10 @@ def test_keyed_cipher_on_an_encrypted_folder_is_refused(
     )
     assert code == 2
     assert_one_line(
-        err, "vitlearnenc-train", "already encrypted by vitlearnenc-encrypt", "use cipher=none"
+        err,
+        "vitlearnenc-train",
+        "already encrypted by vitlearnenc-encrypt",
+        "use cipher=pre_encrypted",
     )
     assert ours(tmp_path / "logs") == set()
 
@@ -307,7 +310,7 @@ def test_cipher_none_warns_only_without_the_marker(
     caplog.clear()
     module = ImageFolderDataModule(root=str(out), cipher="plain", num_workers=0, batch_size=4)
     module.setup("fit")
-    assert "use cipher=none for pre-encrypted data" in caplog.text
+    assert "use cipher=pre_encrypted for pre-encrypted data" in caplog.text
 
 
 def test_prediction_folder_is_checked_too(encrypted_tree: tuple[Path, Path, Path]) -> None:
@@ -384,14 +387,14 @@ def test_encrypt_stops_at_a_corrupt_image_or_skips_it(
 def test_installed_script_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     result = run_console(
         "vitlearnenc-train",
-        [*FAST, "img_size=60", "key=seed", f"paths.log_dir={tmp_path}"],
+        [*FAST, "image_size=60", "key=seed", f"paths.log_dir={tmp_path}"],
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert_one_line(result.stderr, "vitlearnenc-train", "does not fit img_size=60")
+    assert_one_line(result.stderr, "vitlearnenc-train", "does not fit image_size=60")
     full = run_console(
         "vitlearnenc-train",
-        [*FAST, "img_size=60", "key=seed", f"paths.log_dir={tmp_path}"],
+        [*FAST, "image_size=60", "key=seed", f"paths.log_dir={tmp_path}"],
         cwd=tmp_path,
         env={"HYDRA_FULL_ERROR": "1"},
     )

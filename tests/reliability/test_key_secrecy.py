@@ -23,7 +23,6 @@ import json
 import logging
 import stat
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +44,6 @@ from vitlearnenc.ciphers import (
     build_cipher,
     generate_key,
     get_cipher_class,
-    probe_cipher,
     save_key,
 )
 from vitlearnenc.cli.common import close_wandb
@@ -115,19 +113,11 @@ def scanner_for(keys: list[CipherKey]) -> KeyLeakScanner:
     return scanner
 
 
-def _conf_ciphers() -> list[Any]:
-    """Every keyed cipher of conf/cipher; one that changes the image layout (etc_gray: one
-    channel, H x 3W) is a strict xfail: the train app does not yet derive the model's input
-    channels and size from the cipher, so it cannot train (it must pass once it can)."""
+def _conf_ciphers() -> list[str]:
+    """Every keyed cipher of conf/cipher, also one that changes the image layout (etc_gray:
+    one channel, H x 3W), whose model input the train app derives from the cipher."""
     names = sorted(p.stem for p in (REPO / "conf" / "cipher").glob("*.yaml"))
-    keyed = [name for name in names if get_cipher_class(name).keyed]
-    layout_kept = {
-        name for name in keyed if probe_cipher(name, 64, 8).output_shape(3) == (3, 64, 64)
-    }
-    gap = pytest.mark.xfail(
-        strict=True, reason="the train app cannot yet train on a layout-changing cipher"
-    )
-    return [name if name in layout_kept else pytest.param(name, marks=gap) for name in keyed]
+    return [name for name in names if get_cipher_class(name).keyed]
 
 
 def _assert_no_leaks(scanner: KeyLeakScanner, root: Path, output: str, exclude: list[Path]) -> None:
@@ -336,7 +326,7 @@ def test_console_scripts_write_and_print_no_key_material(
             f"input_dir={_predict_inputs(tmp_path / 'inputs')}",
             "cipher=proposed",
             "cipher.block_size=8",
-            "img_size=64",
+            "image_size=64",
             *file_key,
             "num_workers=0",
             f"paths.log_dir={logs}",
@@ -355,7 +345,7 @@ def test_console_scripts_write_and_print_no_key_material(
 
 
 def _attack_args(attack: str, key_args: list[str]) -> list[str]:
-    data = [a for a in TINY if a.startswith(("data", "img_size"))]
+    data = [a for a in TINY if a.startswith(("data", "image_size"))]
     return [
         *data,
         "cipher.block_size=8",

@@ -18,8 +18,8 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from tests.helpers.hydra import composed
 from tests.reliability.helpers import TINY, run_console
-from vitlearnenc.cli.common import trainer_plugins
-from vitlearnenc.cli.train import resolve_ckpt_path
+from vitlearnenc.runs.build import trainer_plugins
+from vitlearnenc.runs.train import resolve_ckpt_path
 from vitlearnenc.utils.checkpoint_io import (
     TEMP_SUFFIX,
     AtomicCheckpointIO,

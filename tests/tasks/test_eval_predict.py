@@ -39,7 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_folder(plain, "test", 48)
     assert (
         keygen(
-            ["--method", "proposed", "--image-size", "16", "--block-size", "4", "--out", str(key)]
+            ["--cipher", "proposed", "--image-size", "16", "--block-size", "4", "--out", str(key)]
         )
         == 0
     )
@@ -50,7 +50,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "data.batch_size=16",
         "data.num_workers=0",
         "model=vit_micro",
-        "img_size=16",
+        "image_size=16",
         "key=file",
         f"key.path={key}",
         "callbacks=model_checkpoint",
@@ -78,7 +78,7 @@ def test_eval_reproduces_the_test_accuracy(trained: dict, tmp_path: Path) -> Non
         "data=image_folder",
         f"data.root={trained['plain']}",
         "data.num_workers=0",
-        "img_size=16",
+        "image_size=16",
         "cipher.block_size=4",
         f"key.path={trained['key']}",
         "logger=none",
@@ -98,8 +98,8 @@ def test_eval_on_pre_encrypted_data_without_key_matches(trained: dict, tmp_path:
         "data=image_folder",
         f"data.root={trained['encrypted']}",
         "data.num_workers=0",
-        "img_size=16",
-        "cipher=none",
+        "image_size=16",
+        "cipher=pre_encrypted",
         "key=none",
         "logger=none",
         "trainer.enable_progress_bar=false",
@@ -120,7 +120,7 @@ def test_predict_on_encrypted_folder_matches_on_the_fly_encryption(
     overrides = [
         f"ckpt_path={best}",
         f"input_dir={trained['encrypted'] / 'test'}",
-        "img_size=16",
+        "image_size=16",
         "num_workers=0",
     ]
     with composed("predict", overrides, tmp_path) as cfg:

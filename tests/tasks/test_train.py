@@ -86,7 +86,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     ("overrides", "message"),
     [
         (["cipher.block_size=8"], "not aligned with the ViT's patch size 4"),
-        (["img_size=30"], "does not fit img_size=30"),
+        (["image_size=30"], "does not fit image_size=30"),
         (["model=resnet20_cifar", "model.key_adapt=true"], "needs a ViT"),
         (["cipher=etc", "model.key_adapt=true"], "needs cipher=.*proposed.* \\(got etc\\)"),
         (["cipher=proposed", "key=none"], "needs a key"),

@@ -75,6 +75,12 @@ class Structure:
     ETC_BLOCKS = "etc_blocks"
     #: one nibble permutation + negation shared by every block (LE): known-plaintext recovery
     SHARED_NIBBLE_PERMUTATION = "shared_nibble_permutation"
+    #: a nibble permutation + negation of its own for every block, fixed for all images, then
+    #: block scrambling (ELE): the per-block correlation attack of a victim corpus
+    PER_BLOCK_NIBBLE_MAPS = "per_block_nibble_maps"
+    #: a value map (negation + colour shuffle) of its own for every pixel, fixed for all
+    #: images (PE with one key): the per-block correlation attack with 1x1 blocks
+    PER_PIXEL_VALUE_MAPS = "per_pixel_value_maps"
 
 
 class Cipher(ABC):
@@ -131,7 +137,7 @@ class Cipher(ABC):
         if key.method != self.name:
             raise KeyMismatchError(
                 f"key was made for the {key.method!r} cipher, not {self.name!r}; "
-                f"use a {self.name!r} key (vitlearnenc-keygen --method {self.name})"
+                f"use a {self.name!r} key (vitlearnenc-keygen --cipher {self.name})"
             )
         self.validate_key(key)
         self.key = key

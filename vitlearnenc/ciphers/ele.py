@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from vitlearnenc.ciphers.base import GatherPlan, check_block_grid, log2_factorial
+from vitlearnenc.ciphers.base import GatherPlan, Structure, check_block_grid, log2_factorial
 from vitlearnenc.ciphers.keys import CipherKey, KeyRNG, check_permutation
 from vitlearnenc.ciphers.nibbles import (
     NibbleCipher,
@@ -47,6 +47,7 @@ class ELECipher(NibbleCipher):
     """
 
     name = "ele"
+    structure: str | None = Structure.PER_BLOCK_NIBBLE_MAPS
 
     @classmethod
     def generate_key(

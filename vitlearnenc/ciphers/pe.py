@@ -25,6 +25,7 @@ from vitlearnenc.ciphers.base import (
     GatherPlan,
     IndexCipher,
     NotInvertibleError,
+    Structure,
     check_block_grid,
 )
 from vitlearnenc.ciphers.etc import COLOUR_PERMUTATIONS
@@ -66,6 +67,8 @@ class PECipher(IndexCipher):
         self.per_image_keys = bool(key.options["per_image_keys"])
         if self.per_image_keys:
             self.invertible = False  # per key; the class flags are the defaults
+        else:  # one key for every image: each pixel keeps one value map
+            self.structure = Structure.PER_PIXEL_VALUE_MAPS
 
     @classmethod
     def fixed_key_options(cls, options: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from vitlearnenc.cli.common import close_wandb, configure_environment, one_line_errors
+from vitlearnenc.cli.common import (
+    close_wandb,
+    configure_environment,
+    one_line_errors,
+    reject_renamed_overrides,
+)
 from vitlearnenc.runs.attack import attack
 from vitlearnenc.utils.paths import check_conf_dir, register_resolvers
 
@@ -36,5 +41,6 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console-script entry point."""
+    reject_renamed_overrides("vitlearnenc-attack")
     register_resolvers()
     hydra.main(version_base="1.3", config_path=str(check_conf_dir()), config_name="attack")(_main)()

@@ -1,4 +1,4 @@
-"""Pieces shared by the Hydra entry points: error reporting, loggers and callbacks, wandb and
+"""Pieces shared by the Hydra entry points: error reporting, renamed overrides, wandb and
 environment set-up. Config checks, key sources and the DataModule are library code in
 :mod:`vitlearnenc.runs`."""
 
@@ -7,20 +7,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from vitlearnenc.cli import EXIT_USAGE, USER_ERRORS, one_line
+from vitlearnenc.runs.config import check_renamed_overrides
+from vitlearnenc.runs.errors import ConfigError
 
 #: errors of the Hydra apps that mean bad input or configuration, not a bug: the project's own
 #: types (ConfigError, key, data and cipher errors), missing paths (OSError), bad or unset
@@ -59,6 +58,17 @@ def one_line_errors(
     return decorate
 
 
+def reject_renamed_overrides(prog: str, argv: Sequence[str] | None = None) -> None:
+    """Stop with ``PROG: error: img_size is now image_size: say image_size=32`` (exit 2) when a
+    command-line override names a renamed key; Hydra alone would answer with a multi-line
+    "Key 'img_size' is not in struct" that does not say the new name."""
+    try:
+        check_renamed_overrides(sys.argv[1:] if argv is None else argv)
+    except ConfigError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
 def user_error(error: BaseException) -> BaseException | None:
     """The user error behind ``error`` (itself, or the project error that Hydra's
     ``instantiate`` wrapped into an ``InstantiationException``), or None for a bug."""
@@ -69,23 +79,6 @@ def user_error(error: BaseException) -> BaseException | None:
 
 def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def trainer_plugins(cfg: DictConfig) -> list[Any]:
-    """The trainer's plugins: ``cfg.trainer.plugins`` (atomic checkpoint writes) and, inside a
-    SLURM job, ``SLURMEnvironment(auto_requeue=True)``.
-
-    Under SLURM, Lightning then handles the requeue signal (SIGUSR1, which the job asks SLURM
-    to send before its time limit): it writes ``hpc_ckpt_N.ckpt`` into the run directory and
-    runs ``scontrol requeue``; the requeued job resumes from it with ``ckpt_path=auto``. SIGTERM
-    (pre-emption, ``scancel``) makes Lightning stop after the current batch. Lightning is the
-    one requeue owner: the submitit launcher's own requeue stays off (``max_num_timeout: 0``).
-    Outside SLURM (or in an interactive ``srun --job-name=interactive`` shell) nothing is added.
-    """
-    plugins = [hydra.utils.instantiate(p) for p in cfg.trainer.get("plugins") or []]
-    if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
-        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1))
-    return plugins
 
 
 @contextlib.contextmanager

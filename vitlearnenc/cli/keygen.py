@@ -22,8 +22,8 @@ PROG = "vitlearnenc-keygen"
 
 _EXAMPLES = """\
 examples:
-  vitlearnenc-keygen --method proposed --image-size 224 --block-size 16 --out owner.key
-  vitlearnenc-keygen --method proposed --image-size 32 --block-size 4 --channel-mix \\
+  vitlearnenc-keygen --cipher proposed --image-size 224 --block-size 16 --out owner.key
+  vitlearnenc-keygen --cipher proposed --image-size 32 --block-size 4 --channel-mix \\
       --seed 0 --out experiment.key      # reproducible from the seed, NOT secret
 """
 
@@ -43,11 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--method",
+        "--cipher",
         required=True,
         choices=[name for name in list_ciphers() if not get_cipher_class(name).pre_encrypted],
-        help="encryption method (cipher) the key is for; 'proposed' is block scrambling + "
-        "sub-block pixel shuffling for ViTs",
+        help="the cipher the key is for (the train app's cipher=NAME); 'proposed' is block "
+        "scrambling + sub-block pixel shuffling for ViTs",
+    )
+    parser.add_argument(
+        "--method", action=_RenamedFlag, metavar="NAME", help="old name of --cipher (refused)"
     )
     parser.add_argument(
         "--image-size",
@@ -114,9 +117,9 @@ def _keygen(args: argparse.Namespace) -> int:
     if args.channel_mix:
         options["channel_mix"] = True
     try:
-        key = generate_key(args.method, args.image_size, args.block_size, args.seed, **options)
+        key = generate_key(args.cipher, args.image_size, args.block_size, args.seed, **options)
     except TypeError as error:  # an option the cipher does not take
-        raise CliError(f"{error}; see the {args.method!r} cipher's documentation") from None
+        raise CliError(f"{error}; see the {args.cipher!r} cipher's documentation") from None
     except ValueError as error:  # geometry the cipher refuses (e.g. an odd block size)
         raise CliError(str(error)) from None
     bits = build_cipher(key.method, key=key).key_space_bits()
@@ -135,6 +138,20 @@ def _keygen(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+class _RenamedFlag(argparse.Action):
+    """``--method`` is now ``--cipher`` (one name per concept with the apps' ``cipher=``): the
+    old flag is a usage error that names the new one."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(f"{option_string} is now --cipher: say --cipher {values}")
 
 
 def _seed_arg(text: str) -> int:

@@ -262,8 +262,7 @@ class EncryptedDataModule(L.LightningDataModule):
         if size[0] % block or size[1] % block:
             raise InputError(
                 f"the images reach the cipher as {size[0]}x{size[1]}, which is not a multiple of "
-                f"the block size {block}; set img_size (the DataModule's image_size) to a multiple of "
-                f"{block} or "
+                f"the block size {block}; set image_size to a multiple of {block} or "
                 "choose a block size (cipher.block_size / the model's patch size) that divides it"
             )
 
@@ -281,9 +280,9 @@ class EncryptedDataModule(L.LightningDataModule):
             target = (self.image_size, self.image_size)
         if self.cipher_class.pre_encrypted and target != tuple(native):
             raise InputError(
-                f"the pre-encrypted images are {native[0]}x{native[1]} but img_size (the "
-                f"DataModule's image_size) is {self.image_size}; resizing a ciphertext blends "
-                f"pixels of different blocks, so set img_size={native[0]} or encrypt the plain "
+                f"the pre-encrypted images are {native[0]}x{native[1]} but image_size "
+                f"is {self.image_size}; resizing a ciphertext blends "
+                f"pixels of different blocks, so set image_size={native[0]} or encrypt the plain "
                 f"images at that size (vitlearnenc-encrypt --resize {self.image_size})"
             )
         self._check_block_multiple(target)
@@ -296,7 +295,7 @@ class EncryptedDataModule(L.LightningDataModule):
             raise KeyMismatchError(
                 f"the {what} images reach the cipher as {size[0]}x{size[1]}, but it was built "
                 f"for {self.cipher.image_size[0]}x{self.cipher.image_size[1]}; give all splits "
-                "one size or set img_size (the DataModule's image_size) to resize them"
+                "one size or set image_size to resize them"
             )
 
     # ---------------------------------------------------------------------------- cipher

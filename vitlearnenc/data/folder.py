@@ -1,7 +1,7 @@
 """Image-folder datasets (``train/<class>/*``, ``test/<class>/*``), from a folder or an archive.
 
 Reads the real CIFAR-10 copy (``../shared/data/cifar10-jpeg.tar.gz``) straight from the
-archive and folders written by ``vitlearnenc-encrypt`` (train with ``cipher=none``).
+archive and folders written by ``vitlearnenc-encrypt`` (train with ``cipher=pre_encrypted``).
 
 Design choices:
 
@@ -22,7 +22,7 @@ Design choices:
   same way. Files without an image extension and hidden files are not considered.
 - A folder written by ``vitlearnenc-encrypt`` carries a ``.vitlearnenc.json`` marker (in the
   root, a split folder or a parent folder). A keyed cipher on such a folder would encrypt
-  ciphertexts, so it is refused before anything is decoded; ``cipher=none`` on a folder
+  ciphertexts, so it is refused before anything is decoded; ``cipher=pre_encrypted`` on a folder
   without the marker, and ``cipher=plain`` on one with it, are warned about. Archives are not
   checked.
 """
@@ -158,7 +158,7 @@ class ImageFolderDataModule(EncryptedDataModule):
 
     def _check_marker(self, root: Path, splits: list[Path]) -> None:
         """Refuse a keyed cipher on images that ``vitlearnenc-encrypt`` already encrypted, and
-        warn where ``cipher=none``/``plain`` do not match what the folder holds (once per root).
+        warn where ``cipher=pre_encrypted``/``plain`` do not match what the folder holds (once per root).
 
         Raises:
             ValueError: the folder is marked as encrypted and the cipher needs a key.
@@ -172,12 +172,12 @@ class ImageFolderDataModule(EncryptedDataModule):
             raise InputError(
                 f"{marker.path.parent} is already encrypted by vitlearnenc-encrypt "
                 f"({marker.describe()}); encrypting it again with cipher={name} is not the "
-                "method: use cipher=none (key=none) to train on it, or point data.root to the "
+                "method: use cipher=pre_encrypted (key=none) to train on it, or point data.root to the "
                 "plain images"
             )
         if marker is None and self.cipher_class.pre_encrypted:
             log.warning(
-                "cipher=none treats %s as images encrypted by vitlearnenc-encrypt, but it has no "
+                "cipher=pre_encrypted treats %s as images encrypted by vitlearnenc-encrypt, but it has no "
                 "%s marker; plain images would be used unencrypted (say cipher=plain for that)",
                 root,
                 MARKER_NAME,
@@ -185,7 +185,7 @@ class ImageFolderDataModule(EncryptedDataModule):
         elif marker is not None and not self.cipher_class.pre_encrypted:  # plain: unkeyed
             log.warning(
                 "%s holds images encrypted by vitlearnenc-encrypt (%s); cipher=plain treats them "
-                "as plain images and augments them: use cipher=none for pre-encrypted data",
+                "as plain images and augments them: use cipher=pre_encrypted for pre-encrypted data",
                 marker.path.parent,
                 marker.describe(),
             )

@@ -155,8 +155,8 @@ class StreamingDataModule(EncryptedDataModule):
         ):
             height, width = meta.image_size
             raise ShardMetadataError(
-                f"{root} holds {height}x{width} ciphertexts but img_size is {self.image_size}; "
-                f"resizing a ciphertext blends its blocks: set img_size={height} or pack at "
+                f"{root} holds {height}x{width} ciphertexts but image_size is {self.image_size}; "
+                f"resizing a ciphertext blends its blocks: set image_size={height} or pack at "
                 f"{self.image_size}"
             )
 
@@ -175,8 +175,8 @@ class StreamingDataModule(EncryptedDataModule):
         }
         if stage == "predict":
             raise ValueError(
-                "data=streaming has no prediction input; predict with data=image_folder "
-                "(vitlearnenc-predict data.root=FOLDER)"
+                "data=streaming has no prediction input; predict from a folder of images "
+                "(vitlearnenc-predict input_dir=FOLDER)"
             )
         for split in wanted.get(stage, ()):
             attribute = f"{split}_set"

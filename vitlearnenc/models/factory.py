@@ -114,7 +114,7 @@ def build_attack_net(name: str, **kwargs: Any) -> nn.Module:
 def build_classifier(
     name: str,
     num_classes: int,
-    img_size: int = 32,
+    img_size: int | tuple[int, int] = 32,
     in_chans: int = 3,
     patch_size: int | None = None,
     pretrained: bool = False,
@@ -130,7 +130,8 @@ def build_classifier(
         name: a timm model name, a :data:`VIT_PRESETS` name or a CIFAR CNN name
             (see :func:`list_classifiers`).
         num_classes: number of output logits.
-        img_size: input side; ViTs size their position embedding for it (CNNs pool globally).
+        img_size: input side, or (H, W) for a non-square input (grayscale EtC's H x 3W); ViTs
+            size their position embedding for it (CNNs pool globally).
         in_chans: input channels of the whole model.
         patch_size: ViT patch size (= cipher block size); ViTs only.
         pretrained: load timm's published weights (downloads; timm ViTs and resnet18_cifar).
@@ -191,7 +192,7 @@ def _build_cnn(
 def _build_timm(
     name: str,
     num_classes: int,
-    img_size: int,
+    img_size: int | tuple[int, int],
     in_chans: int,
     patch_size: int | None,
     pretrained: bool,

@@ -173,7 +173,7 @@ def write_outputs(
         "cipher": cfg.cipher.name,
         "cipher_options": OmegaConf.to_container(cfg.cipher.options, resolve=True),
         "block_size": int(cfg.cipher.block_size),
-        "image_size": int(cfg.img_size),
+        "image_size": int(cfg.image_size),
         "data": cfg.data.name,
         "key_source": cfg.key.source,
         "key_fingerprint": victim.key_fingerprint,
@@ -212,7 +212,9 @@ def attack(cfg: DictConfig, loggers: list[Logger] | None = None) -> dict[str, An
     run_dir.mkdir(parents=True, exist_ok=True)
     attack_ = get_attack(cfg.attack.kind)
     options = plain_dict(cfg.cipher.options, "cipher.options")
-    cipher = probe_cipher(cfg.cipher.name, int(cfg.img_size), int(cfg.cipher.block_size), **options)
+    cipher = probe_cipher(
+        cfg.cipher.name, int(cfg.image_size), int(cfg.cipher.block_size), **options
+    )
     try:
         attack_.check_applicable(cipher)
     except NotApplicableError as error:
@@ -223,7 +225,7 @@ def attack(cfg: DictConfig, loggers: list[Logger] | None = None) -> dict[str, An
             "attack": cfg.attack.name,
             "cipher": cfg.cipher.name,
             "block_size": int(cfg.cipher.block_size),
-            "image_size": int(cfg.img_size),
+            "image_size": int(cfg.image_size),
         }
         write_json_atomic(summary, run_dir / "metrics.json")
         return summary

@@ -31,7 +31,7 @@ def resolve_key_source(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     source = cfg.key.source
     if not cipher_cls.keyed:
         return {}
-    image_size = parse_image_size(cfg.img_size)
+    image_size = parse_image_size(cfg.image_size)
     block = int(cfg.cipher.block_size)
     if source == "none":
         raise ConfigError(
@@ -65,7 +65,7 @@ def victim_key(cfg: DictConfig, key_source: dict[str, Any]) -> Any:
     """The researcher's copy of the key that :func:`resolve_key_source` chose (a
     :class:`~vitlearnenc.ciphers.CipherKey`, or None for unkeyed ciphers), for scoring an
     attack's key estimate after the attack has run."""
-    size, block = int(cfg.img_size), int(cfg.cipher.block_size)
+    size, block = int(cfg.image_size), int(cfg.cipher.block_size)
     if "key_file" in key_source:
         return load_key(key_source["key_file"], cfg.cipher.name, size, block)
     if "key_seed" in key_source:

@@ -3,9 +3,7 @@
 One registered attack for the whole family, because the attacker's choice between the pooled
 block puzzle and the correlation attack is fixed by the public algorithm, not a knob: the
 solver is picked from the cipher's capabilities (:attr:`~vitlearnenc.ciphers.Cipher.structure`,
-:attr:`~vitlearnenc.ciphers.Cipher.per_image_keys`). ELE (per-block nibble maps) and PE with one
-fixed key (per-pixel value maps) have no :class:`~vitlearnenc.ciphers.base.Structure` name yet,
-so they are recognised by class (never by name).
+:attr:`~vitlearnenc.ciphers.Cipher.per_image_keys`), never from the cipher's class or name.
 
 PE with its default per-image keys *applies*, as the control: the run uses the per-block
 correlation attack and must fail, because a fresh key per image leaves nothing to pool. A row
@@ -40,7 +38,7 @@ from vitlearnenc.attacks.registry import (
     NotApplicableError,
     register_attack,
 )
-from vitlearnenc.ciphers import Cipher, CipherKey, ELECipher, PECipher, get_cipher_class
+from vitlearnenc.ciphers import Cipher, CipherKey, get_cipher_class
 from vitlearnenc.ciphers.base import Structure
 
 #: ``solver(corpus, public, block_size) -> result`` (public is None for ciphertext-only ones)
@@ -73,6 +71,8 @@ _BY_STRUCTURE: dict[str, Solver] = {
     Structure.PIXEL_SHUFFLED_BLOCKS: _proposed,
     Structure.ETC_BLOCKS: _etc,
     Structure.SHARED_NIBBLE_PERMUTATION: _shared_nibbles,
+    Structure.PER_BLOCK_NIBBLE_MAPS: _per_block,
+    Structure.PER_PIXEL_VALUE_MAPS: _per_block,
 }
 
 
@@ -80,11 +80,7 @@ def solver_for(cipher: Cipher) -> Solver | None:
     """The population solver for ``cipher`` (a probe with a throw-away key), or None."""
     if cipher.per_image_keys:
         return _per_block  # the control: nothing to pool, so it must fail
-    if cipher.structure in _BY_STRUCTURE:
-        return _BY_STRUCTURE[str(cipher.structure)]
-    if cipher.structure is None and isinstance(cipher, (ELECipher, PECipher)):
-        return _per_block
-    return None
+    return _BY_STRUCTURE.get(str(cipher.structure))
 
 
 def _applies(cipher: Cipher) -> str | None:
