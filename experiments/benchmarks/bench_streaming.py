@@ -118,31 +118,37 @@ def _epoch(kind: str, root: str, workers: int, batch: int, device: str) -> dict[
     }
 
 
-def _rank_child(rank: int, world: int, port: int, args: tuple[Any, ...]) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        print(json.dumps(_epoch(*args)), flush=True)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _child(kind: str, root: str, workers: int, batch: int, device: str, world: int) -> None:
-    """One epoch in this process (``world`` 1) or in ``world`` spawned gloo ranks; JSON lines."""
+def _child(
+    kind: str, root: str, workers: int, batch: int, device: str, world: int, rank: int | None
+) -> None:
+    """One epoch in this process, or as rank 0 of ``world`` gloo ranks whose other ranks it
+    starts as fresh processes, as Lightning's ``trainer=ddp`` launcher does (loader workers
+    are then forked from each rank, not spawned); prints one JSON line per rank."""
     if world == 1:
         print(json.dumps(_epoch(kind, root, workers, batch, device)), flush=True)
         return
-    import socket
+    import torch.distributed as dist
 
-    import torch.multiprocessing as mp
+    others = []
+    if rank is None:
+        import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_rank_child, args=(world, port, (kind, root, workers, batch, device)), nprocs=world)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(sock.getsockname()[1]))
+        command = [sys.executable, "-m", "experiments.benchmarks.bench_streaming", "--child",
+                   kind, root, "--workers", str(workers), "--batch", str(batch), "--device",
+                   device, "--world", str(world), "--rank"]  # fmt: skip
+        others = [subprocess.Popen([*command, str(r)]) for r in range(1, world)]
+        rank = 0
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        print(json.dumps(_epoch(kind, root, workers, batch, device)), flush=True)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+        if any(other.wait() for other in others):
+            raise RuntimeError("a rank failed")
 
 
 def measure(
@@ -162,8 +168,9 @@ def measure(
         raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}")
     ranks = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     result: dict[str, Any] = {"world": world, "ranks": []}
+    mains = {rank["pid"] for rank in ranks}
     for rank in sorted(ranks, key=lambda r: r["rank"]):
-        rank.update(summarize_rank(sampler, rank.pop("pid")))
+        rank.update(summarize_rank(sampler, rank.pop("pid"), exclude=mains))
         if rank["images_per_s_after_first"] is not None:
             rank["images_per_s_per_worker"] = rank["images_per_s_after_first"] / max(1, workers)
         result["ranks"].append(rank)
@@ -276,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worlds", default="1", help="DDP world sizes to measure, e.g. 1,2")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "ROOT"), help=argparse.SUPPRESS)
     parser.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--in-memory", action="store_true", help="the in-memory path instead")
     parser.add_argument("--no-zstd", action="store_true", help="skip the zstd pack")
     parser.add_argument("--tmp", type=Path, help="folder for the temporary shards")
@@ -284,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag", default="", help="suffix of the JSON file name")
     args = parser.parse_args(argv)
     if args.child:
-        _child(*args.child, args.workers, args.batch, args.device, args.world)
+        _child(*args.child, args.workers, args.batch, args.device, args.world, args.rank)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     worlds = [int(w) for w in args.worlds.split(",")]

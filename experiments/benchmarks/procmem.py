@@ -154,10 +154,14 @@ class TreeSampler:
         return points
 
 
-def summarize_rank(sampler: TreeSampler, main: int) -> dict[str, Any]:
+def summarize_rank(
+    sampler: TreeSampler, main: int, exclude: set[int] | None = None
+) -> dict[str, Any]:
     """Peaks of one rank's main process ``main`` and of each of its loader workers (its
-    children), in MB, plus the worst worker field by field and a timeline of the workers."""
-    workers = [pid for pid, parent in sampler.parent.items() if parent == main]
+    children but those in ``exclude``: other ranks it started), in MB, plus the worst worker
+    field by field and timelines."""
+    skip = exclude or set()
+    workers = [p for p, parent in sampler.parent.items() if parent == main and p not in skip]
     rounded = {k: round(v, 1) for k, v in sampler.peak.get(main, {}).items()}
     per_worker = [{k: round(v, 1) for k, v in sampler.peak[w].items()} for w in workers]
     largest = {k: max((w[k] for w in per_worker), default=0.0) for k in FIELDS}
