@@ -206,6 +206,9 @@ class StreamingDataModule(EncryptedDataModule):
             shuffle=train,
             drop_last=train,
             seed=self.shuffle_seed,
+            # one item deserialised per read: litdata's "auto" decodes a window of 16 rows for
+            # 150 KB tensors and keeps one when the order is fully shuffled (2.3x slower here)
+            batch_decode=0,
         )
         log.info(
             "%s/%s: %d images streamed (%s)", self.root, split, count, self.metadata.describe()
