@@ -6,6 +6,8 @@ Stages, each timed on the same shards (CIFAR-10 training JPEGs packed by ``vitle
 
 - ``read_item``: ``StreamingDataset`` items in this process (chunk read, litdata's
   deserialisation to a uint8 tensor; shuffled order, as in training);
+  ``read_item_litdata_auto_window`` the same with litdata's default ``batch_decode="auto"``,
+  which the DataModule turns off (it decodes 16 rows per shuffled item and keeps one);
 - ``read_item+collate``: the same plus :func:`~vitlearnenc.data.streaming.collate_items` into
   batches, still in this process (``num_workers=0``);
 - ``workers_1`` / ``workers_2``: what the training loop receives from a
@@ -51,15 +53,21 @@ def _stages(shards: Path, images: int) -> dict[str, Callable[[], float]]:
     from vitlearnenc.data.resumable import ResumableStreamingDataLoader
     from vitlearnenc.data.streaming import collate_items
 
-    def dataset() -> StreamingDataset:
-        return StreamingDataset(str(shards / "train"), shuffle=True, drop_last=True, seed=0)
+    def dataset(batch_decode: int | str = 0) -> StreamingDataset:
+        # as StreamingDataModule builds it (batch_decode=0: one item deserialised per read)
+        return StreamingDataset(
+            str(shards / "train"), shuffle=True, drop_last=True, seed=0, batch_decode=batch_decode
+        )
 
-    def read_item() -> float:
-        t0 = time.perf_counter()
-        for count, _item in enumerate(dataset(), 1):
-            if count == images:
-                break
-        return time.perf_counter() - t0
+    def read_items(batch_decode: int | str) -> Callable[[], float]:
+        def run() -> float:
+            t0 = time.perf_counter()
+            for count, _item in enumerate(dataset(batch_decode), 1):
+                if count == images:
+                    break
+            return time.perf_counter() - t0
+
+        return run
 
     def read_collate() -> float:
         t0 = time.perf_counter()
@@ -93,7 +101,8 @@ def _stages(shards: Path, images: int) -> dict[str, Callable[[], float]]:
         return run
 
     return {
-        "read_item": read_item,
+        "read_item": read_items(0),
+        "read_item_litdata_auto_window": read_items("auto"),
         "read_item+collate": read_collate,
         "workers_1": workers(1),
         "workers_2": workers(2),
