@@ -165,7 +165,11 @@ def summarize_rank(
     rounded = {k: round(v, 1) for k, v in sampler.peak.get(main, {}).items()}
     per_worker = [{k: round(v, 1) for k, v in sampler.peak[w].items()} for w in workers]
     largest = {k: max((w[k] for w in per_worker), default=0.0) for k in FIELDS}
+    together = [[now[p] for p in [main, *workers] if p in now] for _, now in sampler.samples]
     return {
+        # main process and workers at the same moment (the sum of their peaks is an upper bound)
+        "rank_peak_rss_sum_MB": round(max(sum(m["rss"] for m in t) for t in together), 1),
+        "rank_peak_pss_sum_MB": round(max(sum(m["pss"] for m in t) for t in together), 1),
         "main_peak_MB": rounded,
         "workers_peak_MB": per_worker,
         "largest_worker_peak_MB": largest,

@@ -21,6 +21,7 @@ from tests.reliability.helpers import TINY, run_console
 from vitlearnenc.cli.common import trainer_plugins
 from vitlearnenc.cli.train import resolve_ckpt_path
 from vitlearnenc.utils.checkpoint_io import (
+    PER_RANK_KEY,
     TEMP_SUFFIX,
     AtomicCheckpointIO,
     RNGStateCallback,
@@ -325,4 +326,43 @@ def test_sigkill_mid_epoch_with_workers_resumes_exactly(tmp_path: Path, path: st
     weights_a, _, steps_a = _final_state(tmp_path / "a")
     weights_b, _, steps_b = _final_state(tmp_path / "b")
     assert steps_a == steps_b
+    torch.testing.assert_close(weights_b, weights_a, rtol=0, atol=0)
+
+
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["in_memory", "streaming"])
+def test_sigkill_mid_epoch_on_two_ddp_ranks_resumes_exactly(tmp_path: Path, path: str) -> None:
+    """The same on two DDP ranks (CPU, gloo), two loader workers each: every rank is
+    SIGKILLed at step 14 and the rerun resumes from the step-12 checkpoint with each rank's own
+    loader position (Lightning alone would give every rank rank 0's), ending with exactly the
+    weights of an uninterrupted 2-rank run."""
+    # 144 in-memory training images: 72 per rank, 9 steps of 8 per epoch (batch 16 over 2
+    # ranks); 40 streamed: 20 per rank, 10 steps of 2
+    data = _streaming_overrides(tmp_path) if path == "streaming" else KILL_RUN[: len(TINY) + 1]
+    base = [*data, *KILL_RUN[len(TINY) + 1 :], *WORKERS, *DDP]
+    base = [arg for arg in base if arg != "data.num_workers=0"]
+    reference = run_console(
+        "vitlearnenc-train", [*base, f"paths.log_dir={tmp_path / 'a'}"], tmp_path, timeout=900
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    resumed = [*base, f"paths.log_dir={tmp_path / 'b'}"]
+    killer = ["+callbacks.kill._target_=tests.reliability.helpers.KillAtStep",
+              f"+callbacks.kill.step={STEP_KILL}"]  # fmt: skip
+    killed = run_console("vitlearnenc-train", [*resumed, *killer], tmp_path, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = tmp_path / "b" / "train" / "runs" / "resume"
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    steps_per_epoch = _final_state(tmp_path / "a")[2] // 3
+    assert checkpoint["global_step"] == 12 and 12 % steps_per_epoch  # mid-epoch
+    per_rank = checkpoint[PER_RANK_KEY]
+    assert len(per_rank) == 2 and per_rank[0] is not None and per_rank[1] is not None
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == per_rank[0]
+    again = run_console("vitlearnenc-train", resumed, tmp_path, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    weights_a, _, steps_a = _final_state(tmp_path / "a")
+    weights_b, _, steps_b = _final_state(tmp_path / "b")
+    assert steps_a == steps_b == 3 * steps_per_epoch
     torch.testing.assert_close(weights_b, weights_a, rtol=0, atol=0)
