@@ -41,22 +41,38 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "data"
 ARCHIVE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
-def extract_subset(archive: Path, target: Path, count: int, test: int) -> None:
-    """The first ``count`` train and ``test`` test JPEGs of the archive, as a folder."""
-    left = {"train": count, "test": test}
+#: training images in the CIFAR-10 archive; larger N also take its test images as training ones
+ARCHIVE_TRAIN = 50_000
+
+
+def extract_subset(archive: Path, target: Path, count: int, test: int) -> int:
+    """The first ``count`` training JPEGs of the archive as ``target/train`` (past its 50,000,
+    the test split's images too, renamed, so N may reach all 60,000 CIFAR-10 images) and the
+    first ``test`` test JPEGs as ``target/test``. Returns the number of training images."""
+    left = {"train": min(count, ARCHIVE_TRAIN), "test": test}
+    extra = max(0, count - ARCHIVE_TRAIN)
     with tarfile.open(archive, "r|gz") as tar:
         for member in tar:
             parts = member.name.split("/")
             split = next((p for p in parts if p in left), None)
-            if not member.isfile() or split is None or left[split] <= 0:
+            if not member.isfile() or split is None:
                 continue
-            relative = "/".join(parts[parts.index(split) :])
-            path = target / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
-            left[split] -= 1
-            if not any(left.values()):
+            relative = parts[parts.index(split) + 1 :]
+            wanted = []
+            if left[split] > 0:
+                wanted.append(target / split / "/".join(relative))
+                left[split] -= 1
+            if split == "test" and extra > 0:
+                wanted.append(target / "train" / "/".join([*relative[:-1], "t" + relative[-1]]))
+                extra -= 1
+            if wanted:
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                for path in wanted:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+            if not any(left.values()) and extra <= 0:
                 break
+    return sum(1 for p in (target / "train").rglob("*") if p.is_file())
 
 
 def _open_module(kind: str, root: str, workers: int, batch: int, device: str) -> Any:
@@ -196,7 +212,7 @@ def run_in_memory(
         key = save_key(generate_key("proposed", 224, 16), work / "owner.key")
         for n in sizes:
             src, out = work / f"src{n}", work / f"enc{n}"
-            extract_subset(ARCHIVE, src, n, 16)
+            n = extract_subset(ARCHIVE, src, n, 16)
             status = main_encrypt(["--key", str(key), "--resize", "224", "--quiet", str(src),
                                    str(out)])  # fmt: skip
             if status:
@@ -237,7 +253,7 @@ def run(
         key = save_key(generate_key("proposed", 224, 16), work / "owner.key")
         for n in sizes:
             src = work / f"src{n}"
-            extract_subset(ARCHIVE, src, n, 16)
+            n = extract_subset(ARCHIVE, src, n, 16)
             row: dict[str, Any] = {"N": n, "workers": workers}
             for compression in (None, "zstd") if zstd else (None,):
                 out = work / f"shards{n}{compression or ''}"
