@@ -24,6 +24,7 @@ from vitlearnenc.utils.checkpoint_io import (
     PER_RANK_KEY,
     TEMP_SUFFIX,
     AtomicCheckpointIO,
+    LoaderStateCallback,
     RNGStateCallback,
     collect_rng_states,
     set_rng_states,
@@ -122,6 +123,36 @@ def test_rng_states_round_trip_and_load_with_weights_only(tmp_path: Path) -> Non
     assert random.random() == expected[2]
     set_rng_states(states)  # the plain function does the same
     torch.testing.assert_close(torch.rand(3), expected[0])
+
+
+# ------------------------------------------------------------------ per-rank loader states
+def _checkpoint_with_ranks(states: list[object]) -> dict:
+    return {"loops": {"fit_loop": {"state_dict": {"combined_loader": states[0]}}},
+            PER_RANK_KEY: states}  # fmt: skip
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_each_rank_resumes_from_its_own_loader_state(rank: int) -> None:
+    from types import SimpleNamespace
+
+    states = [[{"position": 10, "rank": 0}], [{"position": 12, "rank": 1}]]
+    checkpoint = _checkpoint_with_ranks(states)
+    trainer = SimpleNamespace(world_size=2, global_rank=rank)
+    LoaderStateCallback().on_load_checkpoint(trainer, None, checkpoint)  # type: ignore[arg-type]
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == states[rank]
+
+
+def test_another_world_size_keeps_rank_zeros_state_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from types import SimpleNamespace
+
+    checkpoint = _checkpoint_with_ranks([["rank 0"], ["rank 1"]])
+    trainer = SimpleNamespace(world_size=4, global_rank=3)
+    with caplog.at_level("WARNING"):
+        LoaderStateCallback().on_load_checkpoint(trainer, None, checkpoint)  # type: ignore[arg-type]
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == ["rank 0"]
+    assert "2 ranks but this run has 4" in caplog.text
 
 
 # ------------------------------------------------------------------------------ SLURM
