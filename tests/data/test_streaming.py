@@ -177,6 +177,27 @@ def test_workers_build_batches_in_shared_memory(packed) -> None:
     )
 
 
+def test_data_set_up_before_ddp_starts_streams_only_its_ranks_share(
+    packed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vitlearnenc-train sets the data up before the Trainer starts DDP; the loaders, made
+    after, must see the rank's share (before the fix rank 0 streamed every image, its epoch
+    was longer than rank 1's and trainer=ddp hung at the first epoch end)."""
+    kwargs = {**COMMON, "batch_size": 2, "cipher": "plain", "block_size": 4}
+    dm = StreamingDataModule(root=str(packed["plain"]), **kwargs)
+    dm.setup("fit")  # one process, no DDP yet
+    alone = [n for batch in dm.train_dataloader() for n in batch["name"]]
+    assert len(alone) == 12
+    seen = []
+    for rank in (0, 1):  # litdata reads the world from these when torch.distributed is not up
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("GLOBAL_RANK", str(rank))
+        loader = dm.train_dataloader()
+        seen.append([n for batch in loader for n in batch["name"]])
+        assert len(seen[-1]) == len(loader) * 2 == 6
+    assert set(seen[0]).isdisjoint(seen[1]) and set(seen[0] + seen[1]) == set(alone)
+
+
 def test_val_fraction_and_label_subset_are_refused(packed) -> None:
     with pytest.raises(ValueError, match="packed val split"):
         StreamingDataModule(root=str(packed["enc"]), val_fraction=0.1, cipher="pre_encrypted")

@@ -223,6 +223,7 @@ class StreamingDataModule(EncryptedDataModule):
 
         if dataset is None:
             raise RuntimeError(f"the data for {stage!r} is not loaded; call setup({stage!r}) first")
+        dataset = self._in_current_world(dataset)
         return ResumableStreamingDataLoader(
             dataset,
             batch_size=self.batch_size_per_device,
@@ -230,6 +231,30 @@ class StreamingDataModule(EncryptedDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             collate_fn=collate_items,
         )
+
+    def _in_current_world(self, dataset: Any) -> Any:
+        """``dataset``, or a new one for its split if the DDP world changed since it was made.
+
+        litdata reads the rank and world size once, when a dataset is made. ``vitlearnenc-train``
+        sets the data up before the Trainer starts DDP (the model needs the class count), so on
+        rank 0 of ``trainer=ddp`` the dataset believed it was alone: it streamed every image,
+        not its share, its epoch was twice as long as the other ranks', and the run hung at the
+        end of the first epoch (rank 1 waiting in the epoch-end sync, rank 0 in a training
+        step). Loaders are made after DDP has started, so the world is checked here.
+        """
+        from litdata.utilities.env import _DistributedEnv
+
+        now, then = _DistributedEnv.detect(), dataset.distributed_env
+        if (now.world_size, now.global_rank) == (then.world_size, then.global_rank):
+            return dataset
+        split = next(s for s in ("train", "val", "test") if getattr(self, f"{s}_set") is dataset)
+        log.info(
+            "%s: rank %d of %d (the data was set up before DDP started)",
+            split, now.global_rank, now.world_size,
+        )  # fmt: skip
+        fresh = self._dataset(split)
+        setattr(self, f"{split}_set", fresh)
+        return fresh
 
     def val_dataloader(self) -> Any:
         """The packed ``val`` split; no loaders when the shards have none."""
