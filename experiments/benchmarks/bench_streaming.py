@@ -17,7 +17,8 @@ Writes ``experiments/results/data/streaming_<device>.json`` (``--results`` elsew
 adds a suffix). ``--in-memory`` measures the in-memory path instead: the same N images
 encrypted with ``vitlearnenc-encrypt --resize 224`` into a folder, loaded by
 ``ImageFolderDataModule`` (``cipher=pre_encrypted``) and read for one epoch, memory sampled
-as above, in ``in_memory_<device>.json``.
+as above, in ``in_memory_<device>.json`` (the largest N is encrypted once, smaller N are
+hard-linked subsets; ``--encrypted DIR`` reuses an earlier ``vitlearnenc-encrypt`` output).
 """
 
 from __future__ import annotations
@@ -199,26 +200,49 @@ def measure(
     return result
 
 
+def linked_subset(encrypted: Path, target: Path, count: int) -> int:
+    """``target``: the first ``count`` training images of the ``vitlearnenc-encrypt`` folder
+    ``encrypted`` (sorted paths), all its test images and its marker, as hard links (no copy,
+    no second encryption). Returns the number of training images."""
+    files = [p for p in (encrypted / "train").rglob("*") if p.is_file()]
+    train = sorted(files, key=lambda p: (p.name, str(p)))[:count]  # classes interleaved
+    rest = [p for p in encrypted.rglob("*") if p.is_file() and "train" not in p.parts]
+    for path in [*train, *rest]:
+        link = target / path.relative_to(encrypted)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, link)
+    return len(train)
+
+
 def run_in_memory(
-    sizes: list[int], workers: int, batch: int, keep: Path | None, worlds: list[int]
+    sizes: list[int],
+    workers: int,
+    batch: int,
+    keep: Path | None,
+    worlds: list[int],
+    encrypted: Path | None = None,
 ) -> dict[str, Any]:
-    """Memory of the in-memory path for each N (see the module docstring)."""
+    """Memory of the in-memory path for each N (see the module docstring). The largest N is
+    encrypted once (or ``encrypted``, an earlier ``vitlearnenc-encrypt --resize 224`` output of
+    the archive's images, is used) and the smaller N are hard-linked subsets of it."""
     from vitlearnenc.ciphers import generate_key, save_key
     from vitlearnenc.cli.encrypt import main_encrypt
 
     rows = []
     work = Path(tempfile.mkdtemp(prefix="bench-memory-", dir=keep))
     try:
-        key = save_key(generate_key("proposed", 224, 16), work / "owner.key")
-        for n in sizes:
-            src, out = work / f"src{n}", work / f"enc{n}"
-            n = extract_subset(ARCHIVE, src, n, 16)
+        if encrypted is None:
+            key = save_key(generate_key("proposed", 224, 16), work / "owner.key")
+            src, encrypted = work / "src", work / "encrypted"
+            extract_subset(ARCHIVE, src, max(sizes), 16)
             status = main_encrypt(["--key", str(key), "--resize", "224", "--quiet", str(src),
-                                   str(out)])  # fmt: skip
+                                   str(encrypted)])  # fmt: skip
             if status:
                 raise RuntimeError(f"vitlearnenc-encrypt exited with {status}")
+        for n in sizes:
+            out = work / f"enc{n}"
             row: dict[str, Any] = {
-                "N": n,
+                "N": linked_subset(encrypted, out, n),
                 "workers": workers,
                 "bytes_per_image_decoded": 3 * 224**2,
             }
@@ -226,8 +250,7 @@ def run_in_memory(
                 row[f"world{world}"] = measure("in_memory", out, workers, batch, world=world)
                 print(json.dumps(row), flush=True)
             rows.append(row)
-            for path in (src, out):
-                shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     import torch
@@ -302,6 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--in-memory", action="store_true", help="the in-memory path instead")
     parser.add_argument("--no-zstd", action="store_true", help="skip the zstd pack")
+    parser.add_argument(
+        "--encrypted", type=Path, help="--in-memory: an existing vitlearnenc-encrypt 224 folder"
+    )
     parser.add_argument("--tmp", type=Path, help="folder for the temporary shards")
     parser.add_argument("--device", default="cpu", help="cuda: batches go through the pipeline")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
@@ -314,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     worlds = [int(w) for w in args.worlds.split(",")]
     load = os.getloadavg()
     if args.in_memory:
-        payload = run_in_memory(sizes, args.workers, args.batch, args.tmp, worlds)
+        payload = run_in_memory(sizes, args.workers, args.batch, args.tmp, worlds, args.encrypted)
     else:
         payload = run(sizes, args.workers, args.batch, args.tmp, args.device, worlds,
                       not args.no_zstd)  # fmt: skip
