@@ -22,7 +22,7 @@ def main() -> None:
     bench_ciphers.main(["--device", "cuda", "--repeats", "5", "--no-reference"])
     bench_train_step.main(["--device", "cuda", "--repeats", "10", "--vit-b16-batch", "64"])
     bench_streaming.main(
-        ["--device", "cuda", "--sizes", "2000", "--workers", "4", "--batch", "256",
+        ["--device", "cuda", "--sizes", "2000", "--workers", "4", "--batch", "256", "--no-zstd",
          "--results", str(RESULTS_DIR)]
     )  # fmt: skip
 

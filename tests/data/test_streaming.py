@@ -19,6 +19,7 @@ from vitlearnenc.cli.pack import main as pack_main
 from vitlearnenc.cli.train import train
 from vitlearnenc.data import ImageFolderDataModule, StreamingDataModule
 from vitlearnenc.data.shards import METADATA_NAME, ShardMetadataError
+from vitlearnenc.data.streaming import collate_items
 from vitlearnenc.runs.build import build_datamodule
 
 LAYOUT = {"train/ant": 6, "train/bee": 6, "test/ant": 5, "test/bee": 4}
@@ -150,6 +151,52 @@ def test_damaged_shards_fail_before_the_first_batch(packed, tmp_path: Path, dama
     with pytest.raises(ShardMetadataError, match=expected[damage]) as error:
         dm.setup("fit")
     assert "\n" not in str(error.value)
+
+
+def _collate_and_report_sharing(items: list) -> dict:
+    batch = collate_items(items)
+    return batch | {"built_in_shared_memory": batch["image"].is_shared()}
+
+
+def test_workers_build_batches_in_shared_memory(packed) -> None:
+    """In a loader worker the batch is stacked straight into shared memory (no batch-sized
+    heap buffer per batch, which grew the workers' memory with N), with the same content as
+    a collate in the main process."""
+    from litdata import StreamingDataLoader, StreamingDataset
+
+    dataset = StreamingDataset(str(packed["enc"] / "test"))
+    loader = StreamingDataLoader(
+        dataset, batch_size=4, num_workers=1, collate_fn=_collate_and_report_sharing
+    )
+    batches = list(loader)
+    assert batches and all(b["built_in_shared_memory"] for b in batches)
+    inline = collate_items([dataset[i] for i in range(4)])
+    assert inline["image"].dtype == torch.uint8 and inline["label"].dtype == torch.int64
+    assert torch.equal(batches[0]["image"], inline["image"])
+    assert batches[0]["name"] == inline["name"] and torch.equal(
+        batches[0]["label"], inline["label"]
+    )
+
+
+def test_data_set_up_before_ddp_starts_streams_only_its_ranks_share(
+    packed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vitlearnenc-train sets the data up before the Trainer starts DDP; the loaders, made
+    after, must see the rank's share (before the fix rank 0 streamed every image, its epoch
+    was longer than rank 1's and trainer=ddp hung at the first epoch end)."""
+    kwargs = {**COMMON, "batch_size": 2, "cipher": "plain", "block_size": 4}
+    dm = StreamingDataModule(root=str(packed["plain"]), **kwargs)
+    dm.setup("fit")  # one process, no DDP yet
+    alone = [n for batch in dm.train_dataloader() for n in batch["name"]]
+    assert len(alone) == 12
+    seen = []
+    for rank in (0, 1):  # litdata reads the world from these when torch.distributed is not up
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("GLOBAL_RANK", str(rank))
+        loader = dm.train_dataloader()
+        seen.append([n for batch in loader for n in batch["name"]])
+        assert len(seen[-1]) == len(loader) * 2 == 6
+    assert set(seen[0]).isdisjoint(seen[1]) and set(seen[0] + seen[1]) == set(alone)
 
 
 def test_val_fraction_and_label_subset_are_refused(packed) -> None:

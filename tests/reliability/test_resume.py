@@ -21,8 +21,10 @@ from tests.reliability.helpers import TINY, run_console
 from vitlearnenc.runs.build import trainer_plugins
 from vitlearnenc.runs.train import resolve_ckpt_path
 from vitlearnenc.utils.checkpoint_io import (
+    PER_RANK_KEY,
     TEMP_SUFFIX,
     AtomicCheckpointIO,
+    LoaderStateCallback,
     RNGStateCallback,
     collect_rng_states,
     set_rng_states,
@@ -121,6 +123,36 @@ def test_rng_states_round_trip_and_load_with_weights_only(tmp_path: Path) -> Non
     assert random.random() == expected[2]
     set_rng_states(states)  # the plain function does the same
     torch.testing.assert_close(torch.rand(3), expected[0])
+
+
+# ------------------------------------------------------------------ per-rank loader states
+def _checkpoint_with_ranks(states: list[object]) -> dict:
+    return {"loops": {"fit_loop": {"state_dict": {"combined_loader": states[0]}}},
+            PER_RANK_KEY: states}  # fmt: skip
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_each_rank_resumes_from_its_own_loader_state(rank: int) -> None:
+    from types import SimpleNamespace
+
+    states = [[{"position": 10, "rank": 0}], [{"position": 12, "rank": 1}]]
+    checkpoint = _checkpoint_with_ranks(states)
+    trainer = SimpleNamespace(world_size=2, global_rank=rank)
+    LoaderStateCallback().on_load_checkpoint(trainer, None, checkpoint)  # type: ignore[arg-type]
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == states[rank]
+
+
+def test_another_world_size_keeps_rank_zeros_state_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from types import SimpleNamespace
+
+    checkpoint = _checkpoint_with_ranks([["rank 0"], ["rank 1"]])
+    trainer = SimpleNamespace(world_size=4, global_rank=3)
+    with caplog.at_level("WARNING"):
+        LoaderStateCallback().on_load_checkpoint(trainer, None, checkpoint)  # type: ignore[arg-type]
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == ["rank 0"]
+    assert "2 ranks but this run has 4" in caplog.text
 
 
 # ------------------------------------------------------------------------------ SLURM
@@ -325,4 +357,43 @@ def test_sigkill_mid_epoch_with_workers_resumes_exactly(tmp_path: Path, path: st
     weights_a, _, steps_a = _final_state(tmp_path / "a")
     weights_b, _, steps_b = _final_state(tmp_path / "b")
     assert steps_a == steps_b
+    torch.testing.assert_close(weights_b, weights_a, rtol=0, atol=0)
+
+
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["in_memory", "streaming"])
+def test_sigkill_mid_epoch_on_two_ddp_ranks_resumes_exactly(tmp_path: Path, path: str) -> None:
+    """The same on two DDP ranks (CPU, gloo), two loader workers each: every rank is
+    SIGKILLed at step 14 and the rerun resumes from the step-12 checkpoint with each rank's own
+    loader position (Lightning alone would give every rank rank 0's), ending with exactly the
+    weights of an uninterrupted 2-rank run."""
+    # 144 in-memory training images: 72 per rank, 9 steps of 8 per epoch (batch 16 over 2
+    # ranks); 40 streamed: 20 per rank, 10 steps of 2
+    data = _streaming_overrides(tmp_path) if path == "streaming" else KILL_RUN[: len(TINY) + 1]
+    base = [*data, *KILL_RUN[len(TINY) + 1 :], *WORKERS, *DDP]
+    base = [arg for arg in base if arg != "data.num_workers=0"]
+    reference = run_console(
+        "vitlearnenc-train", [*base, f"paths.log_dir={tmp_path / 'a'}"], tmp_path, timeout=900
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    resumed = [*base, f"paths.log_dir={tmp_path / 'b'}"]
+    killer = ["+callbacks.kill._target_=tests.reliability.helpers.KillAtStep",
+              f"+callbacks.kill.step={STEP_KILL}"]  # fmt: skip
+    killed = run_console("vitlearnenc-train", [*resumed, *killer], tmp_path, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = tmp_path / "b" / "train" / "runs" / "resume"
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    steps_per_epoch = _final_state(tmp_path / "a")[2] // 3
+    assert checkpoint["global_step"] == 12 and 12 % steps_per_epoch  # mid-epoch
+    per_rank = checkpoint[PER_RANK_KEY]
+    assert len(per_rank) == 2 and per_rank[0] is not None and per_rank[1] is not None
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == per_rank[0]
+    again = run_console("vitlearnenc-train", resumed, tmp_path, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    weights_a, _, steps_a = _final_state(tmp_path / "a")
+    weights_b, _, steps_b = _final_state(tmp_path / "b")
+    assert steps_a == steps_b == 3 * steps_per_epoch
     torch.testing.assert_close(weights_b, weights_a, rtol=0, atol=0)

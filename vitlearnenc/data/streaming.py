@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils.data import default_collate
 
 from vitlearnenc.data.base import EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset
@@ -40,12 +41,17 @@ log = RankedLogger(__name__)
 
 def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack streamed items into ``{"image": (B, C, H, W) uint8, "label": (B,) int64,
-    "name": list of B relative file names}``."""
-    return {
-        "image": torch.stack([item["image"] for item in items]),
-        "label": torch.tensor([int(item["label"]) for item in items], dtype=torch.long),
-        "name": [item["name"] for item in items],
-    }
+    "name": list of B relative file names}``.
+
+    Why ``default_collate`` and not ``torch.stack``: in a loader worker it stacks the images
+    straight into a shared-memory batch, which the main process then maps without a copy. A
+    plain ``torch.stack`` mallocs a batch-sized buffer (9.6 MB at 64x224x224x3) that is copied
+    into shared memory when sent and freed; after the first such free glibc raises its mmap
+    threshold, later batches come from the heap, and the worker's anonymous memory grew with
+    every epoch's batches (measured: +600 MB in 140 batches, flat with this collate; see
+    ``experiments/benchmarks/bench_streaming.py``).
+    """
+    return default_collate(items)  # type: ignore[no-any-return]
 
 
 class StreamingDataModule(EncryptedDataModule):
@@ -200,6 +206,9 @@ class StreamingDataModule(EncryptedDataModule):
             shuffle=train,
             drop_last=train,
             seed=self.shuffle_seed,
+            # one item deserialised per read: litdata's "auto" decodes a window of 16 rows for
+            # 150 KB tensors and keeps one when the order is fully shuffled (2.3x slower here)
+            batch_decode=0,
         )
         log.info(
             "%s/%s: %d images streamed (%s)", self.root, split, count, self.metadata.describe()
@@ -214,6 +223,7 @@ class StreamingDataModule(EncryptedDataModule):
 
         if dataset is None:
             raise RuntimeError(f"the data for {stage!r} is not loaded; call setup({stage!r}) first")
+        dataset = self._in_current_world(dataset)
         return ResumableStreamingDataLoader(
             dataset,
             batch_size=self.batch_size_per_device,
@@ -221,6 +231,30 @@ class StreamingDataModule(EncryptedDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             collate_fn=collate_items,
         )
+
+    def _in_current_world(self, dataset: Any) -> Any:
+        """``dataset``, or a new one for its split if the DDP world changed since it was made.
+
+        litdata reads the rank and world size once, when a dataset is made. ``vitlearnenc-train``
+        sets the data up before the Trainer starts DDP (the model needs the class count), so on
+        rank 0 of ``trainer=ddp`` the dataset believed it was alone: it streamed every image,
+        not its share, its epoch was twice as long as the other ranks', and the run hung at the
+        end of the first epoch (rank 1 waiting in the epoch-end sync, rank 0 in a training
+        step). Loaders are made after DDP has started, so the world is checked here.
+        """
+        from litdata.utilities.env import _DistributedEnv
+
+        now, then = _DistributedEnv.detect(), dataset.distributed_env
+        if (now.world_size, now.global_rank) == (then.world_size, then.global_rank):
+            return dataset
+        split = next(s for s in ("train", "val", "test") if getattr(self, f"{s}_set") is dataset)
+        log.info(
+            "%s: rank %d of %d (the data was set up before DDP started)",
+            split, now.global_rank, now.world_size,
+        )  # fmt: skip
+        fresh = self._dataset(split)
+        setattr(self, f"{split}_set", fresh)
+        return fresh
 
     def val_dataloader(self) -> Any:
         """The packed ``val`` split; no loaders when the shards have none."""

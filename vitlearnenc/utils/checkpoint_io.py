@@ -15,8 +15,8 @@ What is exact (see the README section "Reliability and key secrecy"): a run resu
 checkpoint written at an epoch boundary, or in the middle of an epoch by step checkpoints
 (``callbacks.last_checkpoint.every_n_train_steps=N``), replays the same batches with the same
 augmentation and ends with the same weights as an uninterrupted run, with DataLoader workers
-too (tested on the CPU, one device, ``data.num_workers=2``, in-memory and streamed data). That
-needs resumable loaders (``StatefulDataLoader`` with a per-epoch seeded sampler, litdata's
+too (tested on the CPU with ``data.num_workers=2``, in-memory and streamed data, on one device
+and on two DDP ranks). That needs resumable loaders (``StatefulDataLoader`` with a per-epoch seeded sampler, litdata's
 ``StreamingDataLoader``), the augmentation stream of the DataModule (seeded per batch, its
 count in the checkpoint) and :class:`LoaderStateCallback`.
 """
@@ -44,6 +44,8 @@ log = RankedLogger(__name__)
 
 #: suffix of the temporary files :class:`AtomicCheckpointIO` renames into place
 TEMP_SUFFIX = ".ckpt-tmp"
+#: checkpoint key of every DDP rank's training-loader state (see :class:`LoaderStateCallback`)
+PER_RANK_KEY = "loader_states_per_rank"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -209,7 +211,43 @@ class LoaderStateCallback(L.Callback):
     sampler's epoch. Here, in a resumed run, at ``on_train_start`` (after the restore, before
     the first batch) the sampler epoch is set, pending states are loaded and the loader is
     iterated afresh, as the fit loop itself does when nothing built the loader early.
+
+    Under DDP every rank has its own loader position (litdata's per-rank stream, the
+    ``DistributedSampler`` shard of a ``StatefulDataLoader``), but Lightning writes only global
+    rank zero's checkpoint dict, so the other ranks would resume from rank zero's position.
+    Here every save gathers all ranks' loader states into the checkpoint
+    (``loader_states_per_rank``; all ranks take part in every save, which Lightning requires
+    anyway), and on resume each rank puts its own one where Lightning's fit loop loads from.
     """
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.world_size < 2 or not torch.distributed.is_initialized():
+            return
+        own = _fit_loop_state(checkpoint).get("combined_loader")
+        gathered: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(gathered, own)
+        checkpoint[PER_RANK_KEY] = gathered
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # callbacks are restored before the loops, so the fit loop reads this rank's state
+        states = checkpoint.get(PER_RANK_KEY)
+        if states is None:
+            return
+        if len(states) != trainer.world_size:
+            log.warning(
+                f"The checkpoint holds the loader positions of {len(states)} ranks but this run "
+                f"has {trainer.world_size}: every rank resumes from rank 0's position, so the "
+                "rest of this epoch is not the order of an uninterrupted run"
+            )
+            return
+        fit_loop = _fit_loop_state(checkpoint)
+        fit_loop.pop("combined_loader", None)
+        if states[trainer.global_rank] is not None:
+            fit_loop["combined_loader"] = states[trainer.global_rank]
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loop = trainer.fit_loop
@@ -224,3 +262,9 @@ class LoaderStateCallback(L.Callback):
             loop._combined_loader_states_to_load = []
         if loop._data_fetcher is not None:
             iter(loop._data_fetcher)  # a new iterator, from the loaded position
+
+
+def _fit_loop_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The fit loop's own state in a Lightning checkpoint dict (empty if absent)."""
+    state: dict[str, Any] = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+    return state
