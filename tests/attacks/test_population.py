@@ -250,3 +250,16 @@ def test_real_cifar_ele_key_recovered_exactly_from_1000_ciphertexts(cifar10_jpeg
     encrypted = cipher.encrypt(victims)
     result = population_attack(type(cipher), encrypted, public, 4)
     assert decryption_right(cipher, result) == 1.0
+
+
+def test_per_position_nibble_moments_are_exact_in_float32(victims: torch.Tensor) -> None:
+    """ELE's per-position Gram matrices are kept in float32 (half of 3.7 GB at 224/16); the
+    sums are multiples of 0.25 far below 2**22, so they equal the float64 sums exactly."""
+    from vitlearnenc.attacks.population.correlation import block_nibbles, nibble_moments
+
+    encrypted = build_cipher("ele", 32, 4, seed=1).encrypt(victims[:200])
+    sums = nibble_moments(Corpus.from_tensor(encrypted, 64), 4, shared=False)
+    assert sums.second.dtype == np.float32 and sums.count == 200
+    nibbles = block_nibbles(encrypted, 4).double().transpose(0, 1)
+    reference = torch.bmm(nibbles.transpose(1, 2), nibbles).numpy()
+    assert np.array_equal(sums.second.astype(np.float64), reference)
