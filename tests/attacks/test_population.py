@@ -263,3 +263,21 @@ def test_per_position_nibble_moments_are_exact_in_float32(victims: torch.Tensor)
     nibbles = block_nibbles(encrypted, 4).double().transpose(0, 1)
     reference = torch.bmm(nibbles.transpose(1, 2), nibbles).numpy()
     assert np.array_equal(sums.second.astype(np.float64), reference)
+
+
+@pytest.mark.parametrize(("side", "seed"), [(3, 0), (4, 1), (5, 2), (6, 3)])
+def test_swap_descent_is_the_jigsaw_descent_priced_fast(side: int, seed: int) -> None:
+    """The correlation attack's O(n^2)-per-step swap descent takes the same swaps as
+    jigsaw._descend (which reprices whole placements) on random symmetric costs."""
+    from vitlearnenc.attacks.jigsaw import _descend, _grid_edges
+    from vitlearnenc.attacks.population.correlation import swap_descent
+
+    rng = np.random.default_rng(seed)
+    count = side * side
+    cost = rng.normal(size=(count, count))
+    cost = cost + cost.T
+    np.fill_diagonal(cost, rng.normal(size=count))
+    edges = {"same": _grid_edges(side)["same"]}
+    start = rng.permutation(count)
+    expected = _descend(start, {"same": cost}, edges)
+    assert np.array_equal(swap_descent(start, cost, *edges["same"]), expected)
