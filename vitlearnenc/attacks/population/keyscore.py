@@ -52,13 +52,14 @@ def key_scores(cipher: Cipher, result: Any) -> dict[str, Any]:
         k1 = float(np.mean(np.argsort(sources) == key["block_perm"]))
     elif isinstance(result, CorrelationResult):
         nibble_map = result.nibble_map
-        index, negate = truth.index, truth.negate
+        index, negate = _value_plan(truth)
         if index.size != nibble_map.index.size:  # a byte-level cipher (fixed-key PE): lift it
             index = np.concatenate([index, index + index.size])
             negate = np.concatenate([negate, negate])
         right = (nibble_map.index == index) & (nibble_map.flip == negate)
         map_accuracy = float(np.mean(right))
-        k1 = _nibble_k1(nibble_map.index, key) if index is truth.index else map_accuracy
+        nibble_k1 = index is truth.index or "block_perm" in key.material  # not fixed-key PE
+        k1 = _nibble_k1(nibble_map.index, key) if nibble_k1 else map_accuracy
     else:
         raise TypeError(f"no key score for {type(result).__name__}")
     return {"k1_accuracy": k1, "map_accuracy": map_accuracy, "exact": map_accuracy == 1.0}
@@ -91,12 +92,23 @@ def linear_key_scores(cipher: LinearPatchCipher, result: LinearPopulationResult)
     }
 
 
+def _value_plan(plan: Any, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, negate)`` over the C*H*W values of a plan (a spatial plan, e.g. the proposed
+    cipher's, moves every channel alike and negates nothing)."""
+    if not plan.spatial:
+        negate = np.zeros(plan.index.size, bool) if plan.negate is None else plan.negate
+        return plan.index, negate
+    plane = plan.index.size
+    index = np.concatenate([plan.index + c * plane for c in range(channels)])
+    return index, np.zeros(index.size, dtype=bool)
+
+
 def within_block_accuracy(cipher: Cipher, result: CorrelationResult) -> float:
     """Fraction of plain nibbles that the estimate draws from the right nibble *within* its
     source block, with the right reversal, whatever the block order: for the proposed cipher
     under the nibble attack this is how much of K2 it read (researcher side)."""
     truth = cipher.build_plan(3).inverse()  # type: ignore[attr-defined]
-    index, negate = truth.index, truth.negate
+    index, negate = _value_plan(truth)
     nibble_map = result.nibble_map
     if index.size != nibble_map.index.size:  # byte-level plan: both nibbles move together
         index = np.concatenate([index, index + index.size])
