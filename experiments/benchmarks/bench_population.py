@@ -1,6 +1,8 @@
 """Population attacks at scale: 10,000 CIFAR-10 ciphertexts of one key at 32x32, block 4.
 
-For every cipher (proposed, LE, ELE, EtC, PE) one child process loads the victims (test split,
+For every cipher (proposed, LE, ELE, EtC, PE; and the linear patch ciphers orthomix and
+orthomix_sub under both of their attacks, ``orthomix:covariance``, ``orthomix:ica``...) one child
+process loads the victims (test split,
 fixed random order) and 5,000 public train images from a cache, encrypts the victims with one
 key, then times the attack (:func:`vitlearnenc.attacks.population.population_attack`) and the
 restoration of all ciphertexts, with ``--threads`` torch threads (2 = the project machine). The
@@ -8,8 +10,10 @@ child reports its peak RSS (``VmHWM``) before the attack (libraries, data and ci
 loaded) and after it, so the attack's own memory is the difference. Target: each attack under 10 minutes on 2 cores.
 
     python -m experiments.benchmarks.bench_population [--count 10000] [--threads 2]
+    python -m experiments.benchmarks.bench_population --ciphers orthomix:covariance
 
-Writes ``experiments/results/bench/population_cpu.json``.
+Writes ``experiments/results/bench/population_cpu.json``; rows of ciphers not run this time are
+kept from the file, so single rows can be added or rerun.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 from experiments.benchmarks.common import machine_info, write_results
 
 CIPHERS = ("proposed", "le", "ele", "etc", "pe")
+LINEAR = tuple(f"{c}:{m}" for c in ("orthomix", "orthomix_sub") for m in ("covariance", "ica"))
 TARGET_SECONDS = 600.0
 
 
@@ -36,15 +41,25 @@ def child(cache: Path, name: str, count: int, threads: int) -> dict[str, Any]:
     """One cipher's measurement (runs in its own process)."""
     from experiments.attacks.population.common import encrypt, victim_cipher
     from vitlearnenc.attacks.population import Corpus, population_attack
+    from vitlearnenc.attacks.population.linear import linear_population_attack
 
     torch.set_num_threads(threads)
     data = torch.load(cache)
     victims, public = data["victims"][:count], data["public"]
-    cipher = victim_cipher(name, 32, 4)
-    corpus = Corpus.from_tensor(torch.cat(list(encrypt(cipher, Corpus.from_tensor(victims)))))
+    cipher_name, _, method = name.partition(":")
+    cipher = victim_cipher(cipher_name, 32, 4)
+    corpus: Any
+    if method:  # linear patch cipher: real-valued ciphertexts, float32 chunks
+        corpus = list(cipher.encrypt(victims).split(1024))
+    else:
+        corpus = Corpus.from_tensor(torch.cat(list(encrypt(cipher, Corpus.from_tensor(victims)))))
     rss_before_mb = peak_rss_mb()
     started = time.perf_counter()
-    result = population_attack(type(cipher), corpus, public, 4)
+    if method:
+        divisor = int(getattr(cipher, "mixing_unit_divisor", 1))
+        result: Any = linear_population_attack(corpus, public, 4, divisor, method)  # type: ignore[arg-type]
+    else:
+        result = population_attack(type(cipher), corpus, public, 4)
     attack_seconds = time.perf_counter() - started
     started = time.perf_counter()
     restored = 0
@@ -88,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     from experiments.attacks.population.common import load_cifar
 
     victims, public = load_cifar()
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cifar.pt"
         torch.save({"victims": victims[: args.count].clone(), "public": public.clone()}, cache)
@@ -101,7 +116,15 @@ def main(argv: list[str] | None = None) -> None:
             ]  # fmt: skip
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(output.strip().splitlines()[-1]))
+            rows[-1]["command"] = "python -m experiments.benchmarks.bench_population " + " ".join(
+                sys.argv[1:]
+            )
             print(json.dumps(rows[-1]), flush=True)
+    done = {row["cipher"] for row in rows}
+    path = Path(__file__).resolve().parents[1] / "results" / "bench" / "population_cpu.json"
+    if path.exists():  # keep the rows of ciphers not run this time
+        kept = [r for r in json.loads(path.read_text())["rows"] if r["cipher"] not in done]
+        rows = sorted(kept + rows, key=lambda r: (CIPHERS + LINEAR).index(r["cipher"]))
     payload = {
         "description": __doc__.split("\n\n")[0],
         "command": "python -m experiments.benchmarks.bench_population " + " ".join(sys.argv[1:]),

@@ -250,3 +250,34 @@ def test_real_cifar_ele_key_recovered_exactly_from_1000_ciphertexts(cifar10_jpeg
     encrypted = cipher.encrypt(victims)
     result = population_attack(type(cipher), encrypted, public, 4)
     assert decryption_right(cipher, result) == 1.0
+
+
+def test_per_position_nibble_moments_are_exact_in_float32(victims: torch.Tensor) -> None:
+    """ELE's per-position Gram matrices are kept in float32 (half of 3.7 GB at 224/16); the
+    sums are multiples of 0.25 far below 2**22, so they equal the float64 sums exactly."""
+    from vitlearnenc.attacks.population.correlation import block_nibbles, nibble_moments
+
+    encrypted = build_cipher("ele", 32, 4, seed=1).encrypt(victims[:200])
+    sums = nibble_moments(Corpus.from_tensor(encrypted, 64), 4, shared=False)
+    assert sums.second.dtype == np.float32 and sums.count == 200
+    nibbles = block_nibbles(encrypted, 4).double().transpose(0, 1)
+    reference = torch.bmm(nibbles.transpose(1, 2), nibbles).numpy()
+    assert np.array_equal(sums.second.astype(np.float64), reference)
+
+
+@pytest.mark.parametrize(("side", "seed"), [(3, 0), (4, 1), (5, 2), (6, 3)])
+def test_swap_descent_is_the_jigsaw_descent_priced_fast(side: int, seed: int) -> None:
+    """The correlation attack's O(n^2)-per-step swap descent takes the same swaps as
+    jigsaw._descend (which reprices whole placements) on random symmetric costs."""
+    from vitlearnenc.attacks.jigsaw import _descend, _grid_edges
+    from vitlearnenc.attacks.population.correlation import swap_descent
+
+    rng = np.random.default_rng(seed)
+    count = side * side
+    cost = rng.normal(size=(count, count))
+    cost = cost + cost.T
+    np.fill_diagonal(cost, rng.normal(size=count))
+    edges = {"same": _grid_edges(side)["same"]}
+    start = rng.permutation(count)
+    expected = _descend(start, {"same": cost}, edges)
+    assert np.array_equal(swap_descent(start, cost, *edges["same"]), expected)

@@ -73,7 +73,7 @@ def attack_options() -> list[str]:
 
 def test_every_attack_option_is_covered() -> None:
     direct = {"fr", "fr_advanced", "jigsaw", "kpa", "population", "reference_plain"}
-    direct |= {"reference_random"}
+    direct |= {"reference_random", "frontier_covariance", "frontier_ica", "frontier_kpa"}
     assert set(attack_options()) == direct | set(LEARNED)
 
 

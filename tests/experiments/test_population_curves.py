@@ -44,3 +44,22 @@ def test_table_reports_smallest_n_and_what_was_not_reached(tmp_path: Path) -> No
     assert "| 32/4 (ran up to 10) | PE | not reached at 10 | not reached at 10 |" in table
     assert (tmp_path / "curves.png").stat().st_size > 0
     assert len((tmp_path / "curves.csv").read_text().splitlines()) == len(rows) + 1
+
+
+def test_attacks_of_one_cipher_are_separate_curves(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    rows = [
+        row("orthomix_sub", 1, 0.0, False) | {"attack": "covariance"},
+        row("orthomix_sub", 10, 0.99, False) | {"attack": "covariance"},
+        row("orthomix_sub", 10, 0.5, False) | {"attack": "ica"},
+        row("proposed", 10, 1.0, True),
+        row("proposed", 10, 0.1, False) | {"attack": "nibble"},
+    ]
+    for index, record in enumerate(rows):
+        (runs / f"{index}.json").write_text(json.dumps(record))
+    aggregate(tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    assert "| orthomix_sub (2nd order) | 10 | 10 | not at 10 | not at 10 |" in table
+    assert "| orthomix_sub (ICA) | not reached at 10 |" in table
+    assert "| proposed | 10 |" in table and "| proposed (nibble correlation attack" in table

@@ -34,7 +34,8 @@ def save_attack_grid(
 
     Args:
         plain: ``(B, C, H, W)`` uint8 plain images (C = 1 or 3).
-        encrypted: ``(B, C', H', W')`` uint8 ciphertexts (grayscale EtC may differ in shape).
+        encrypted: ``(B, C', H', W')`` uint8 ciphertexts (grayscale EtC may differ in shape);
+            real-valued ones (linear patch ciphers) are shown clamped to [0, 1].
         restored: attack name -> ``(B, C, H, W)`` uint8 restorations, one column each, in order.
         scores: attack name -> ``(B,)`` per-image scores printed under that attack's images
             (attacks without an entry get no label).
@@ -81,6 +82,8 @@ def _attack_figure(
     max_images: int,
     score_name: str,
 ) -> Figure:
+    if encrypted.is_floating_point():  # real-valued ciphertexts (linear patch ciphers): shown
+        encrypted = (encrypted.clamp(0, 1) * 255).round().to(torch.uint8)  # clamped to [0, 1]
     columns = {"plain": plain, "encrypted": encrypted, **restored}
     if len(columns) != 2 + len(restored):
         raise InputError("attack names 'plain' and 'encrypted' are reserved for the first columns")

@@ -18,6 +18,7 @@ import torch
 
 from vitlearnenc.attacks.population import Corpus
 from vitlearnenc.attacks.population.correlation import CorrelationResult
+from vitlearnenc.attacks.population.linear import LinearPopulationResult, turned
 from vitlearnenc.attacks.population.plans import global_variant_map
 from vitlearnenc.attacks.population.pooled_jigsaw import PooledJigsawResult, PooledVariantResult
 from vitlearnenc.ciphers import Cipher, build_cipher
@@ -71,7 +72,11 @@ def encrypt(cipher: Cipher, plain: Corpus) -> Corpus:
 
 def oriented(result: Any, variant: int) -> Any:
     """``result`` with its restorations turned by one global variant (researcher side: the
-    orientation oracle). The proposed cipher's puzzle has a fixed orientation: unchanged."""
+    orientation oracle). The proposed cipher's puzzle has a fixed orientation: unchanged.
+    Linear patch ciphers: ``variant`` is one of :func:`orientations`' 0..7."""
+    if isinstance(result, LinearPopulationResult):
+        grid = round(result.block_perm.size**0.5)
+        return turned(result, result.matrix.shape[0] // result.block_size**2, grid, variant)
     if isinstance(result, PooledVariantResult):
         shape = result.value_map.shape
         return replace(result, value_map=result.value_map.then(global_variant_map(shape, variant)))
@@ -87,4 +92,6 @@ def orientations(result: Any) -> list[int]:
     that :func:`oriented` can apply to ``result``."""
     if isinstance(result, PooledJigsawResult):
         return [0]
+    if isinstance(result, LinearPopulationResult):
+        return list(range(8))
     return [code * 12 for code in range(8)]

@@ -38,7 +38,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import minimum_spanning_tree, shortest_path
 
-from vitlearnenc.attacks.jigsaw import _descend, _grid_edges, _mds_placement
+from vitlearnenc.attacks.jigsaw import _grid_edges, _mds_placement
 from vitlearnenc.attacks.population.corpus import Corpus, CorpusError, as_corpus
 from vitlearnenc.attacks.population.edges import DOWN, RIGHT, accumulate_edge_stats
 from vitlearnenc.attacks.population.plans import (
@@ -77,39 +77,62 @@ def block_nibbles(images: torch.Tensor, block_size: int) -> torch.Tensor:
     return nibbles.float() - _CENTRE
 
 
+#: per-position Gram matrices are accumulated in float32, which is exact (bit-identical to
+#: float64) while every sum stays a multiple of 0.25 below 2**22: nibble products are at most
+#: 7.5**2 = 56.25, so up to this many ciphertexts
+EXACT_FLOAT32_SAMPLES = int(2**22 / 56.25)
+
+
 @dataclass(frozen=True)
 class MomentSums:
     """Sums of nibbles and their products over a corpus: ``(P, L)`` and ``(P, L, L)``, P = 1
-    (pooled over blocks) or N (per block position); ``count`` samples per position."""
+    (pooled over blocks) or N (per block position); ``count`` samples per position.
+
+    ``second`` is float32 per position (ELE at 224/16: 196 x 1536^2 entries, 1.85 GB instead
+    of 3.7 GB in float64; exact, see :data:`EXACT_FLOAT32_SAMPLES`) and float64 when pooled."""
 
     first: np.ndarray
     second: np.ndarray
     count: int
 
-    def correlation(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-position means ``(P, L)`` and correlation matrices ``(P, L, L)``."""
-        mean = self.first / self.count
-        cov = self.second / self.count - mean[:, :, None] * mean[:, None, :]
-        std = np.sqrt(np.maximum(np.diagonal(cov, axis1=1, axis2=2), 1e-12))
-        return mean, cov / (std[:, :, None] * std[:, None, :])
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def correlation(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean ``(L,)`` and correlation matrix ``(L, L)`` (float64) of one position (one at a
+        time, so that no float64 copy of every position's matrix is ever made)."""
+        mean = self.first[position] / self.count
+        cov = self.second[position].astype(np.float64) / self.count - np.outer(mean, mean)
+        std = np.sqrt(np.maximum(np.diagonal(cov), 1e-12))
+        return mean, cov / np.outer(std, std)
 
 
 def nibble_moments(corpus: Corpus, block_size: int, shared: bool) -> MomentSums:
     """One chunked pass: nibble sums and Gram matrices, pooled over block positions
-    (``shared``) or per position."""
-    first = second = None
+    (``shared``) or per position. Memory: the Gram matrices plus one chunk; they are updated
+    in place (``baddbmm_``), never copied per chunk."""
+    first: torch.Tensor | None = None
+    second: torch.Tensor | None = None
     count = 0
+    dtype = torch.float64 if shared else torch.float32
     for chunk in corpus:
-        nib = block_nibbles(chunk.cpu(), block_size).double()  # (B, N, L)
+        nib = block_nibbles(chunk.cpu(), block_size).to(dtype)  # (B, N, L)
         # shared: every block is one sample of one position; else (N, B, L) per position
         nib = nib.reshape(1, -1, nib.shape[-1]) if shared else nib.transpose(0, 1)
-        part_first = nib.sum(1)
-        part_second = torch.bmm(nib.transpose(1, 2), nib)
-        first = part_first if first is None else first + part_first
-        second = part_second if second is None else second + part_second
+        if first is None or second is None:
+            positions, length = nib.shape[0], nib.shape[2]
+            first = torch.zeros(positions, length, dtype=torch.float64)
+            second = torch.zeros(positions, length, length, dtype=dtype)
+        first += nib.sum(1, dtype=torch.float64)
+        second.baddbmm_(nib.transpose(1, 2), nib)
         count += nib.shape[1]
     if first is None or second is None:
         raise CorpusError("the corpus is empty; give it at least one ciphertext")
+    if not shared and count > EXACT_FLOAT32_SAMPLES:
+        raise InputError(
+            f"per-position nibble statistics are exact up to {EXACT_FLOAT32_SAMPLES} "
+            f"ciphertexts, got {count}; pass a smaller corpus (corpus.take(n))"
+        )
     return MomentSums(first.numpy(), second.numpy(), count)
 
 
@@ -131,14 +154,14 @@ class HighMatch:
 def match_high_nibbles(cipher: MomentSums, plain: MomentSums, block_size: int) -> HighMatch:
     """Steps 1-2 of the module docstring for every position of ``cipher``; ``plain`` holds the
     pooled statistics of public plain images (identity map)."""
-    plain_mean, _ = plain.correlation()
+    plain_mean, _ = plain.correlation(0)
     slots = plain_mean.shape[-1] // 2
     channels = slots // block_size**2
-    reference_mean = plain_mean[0, slots:]
-    means, corrs = cipher.correlation()
-    atoms = np.empty((len(corrs), slots), dtype=np.int64)
-    signs = np.empty((len(corrs), slots), dtype=np.int64)
-    for position, (corr, mean) in enumerate(zip(corrs, means, strict=True)):
+    reference_mean = plain_mean[slots:]
+    atoms = np.empty((len(cipher), slots), dtype=np.int64)
+    signs = np.empty((len(cipher), slots), dtype=np.int64)
+    for position in range(len(cipher)):
+        mean, corr = cipher.correlation(position)
         strength = np.abs(corr).sum(axis=1)
         high = np.sort(np.argsort(-strength, kind="stable")[:slots])
         atom_at = high[_place_block(corr[np.ix_(high, high)], block_size, channels)]
@@ -180,8 +203,40 @@ def _place_block(strength: np.ndarray, block_size: int, channels: int) -> np.nda
     distance = shortest_path(length, directed=False)
     edges = {"same": _grid_edges(block_size)["same"]}
     start = _mds_placement({"same": distance}, edges, block_size, 1.0)
-    placement = _descend(start, {"same": -links}, edges)  # cell -> pixel
+    placement = swap_descent(start, -links, *edges["same"])  # cell -> pixel
     return pixels[placement].reshape(-1)
+
+
+def swap_descent(
+    placement: np.ndarray, cost: np.ndarray, first: np.ndarray, second: np.ndarray
+) -> np.ndarray:
+    """Best-improvement descent over all swaps of two cells, for a symmetric pair ``cost``
+    summed over the grid edges ``(first[k], second[k])``: the search of ``jigsaw._descend``,
+    which prices every swap by recomputing the whole placement cost (O(n^2 * edges) per step:
+    minutes per 16x16 block at 224/16). Here each step prices all swaps at once from
+    per-cell neighbour sums, O(n^2): ``T[a, b]`` is the cost of cell a's item against the
+    neighbours of cell b, and swapping u and v changes the total by
+    ``T[v,u] + T[u,v] - T[u,u] - T[v,v]``, plus a correction for the shared edge if they are
+    neighbours. Same swaps, same order of ties (``triu_indices``), same stopping rule."""
+    count = len(placement)
+    adjacency = np.zeros((count, count))
+    adjacency[first, second] = adjacency[second, first] = 1.0
+    upper = np.triu_indices(count, k=1)
+    current = float(cost[placement[first], placement[second]].sum())
+    placement = placement.copy()
+    while True:
+        pair = cost[np.ix_(placement, placement)]  # pair[a, b]: items of cells a and b
+        sums = pair @ adjacency
+        own, self_cost = np.diag(sums), np.diag(pair)
+        delta = sums + sums.T - own[:, None] - own[None, :]
+        delta += adjacency * (2 * pair - self_cost[:, None] - self_cost[None, :])
+        candidates = delta[upper]
+        best = int(np.argmin(candidates))
+        if candidates[best] >= -1e-9 * max(abs(current), 1.0):
+            return placement
+        u, v = upper[0][best], upper[1][best]
+        placement[u], placement[v] = placement[v], placement[u]
+        current += float(candidates[best])
 
 
 def _partial_correlation(corr: np.ndarray) -> np.ndarray:
@@ -499,7 +554,8 @@ def _match_low_nibbles(
     lows = np.stack(
         [np.setdiff1d(np.arange(2 * slots), used[b], assume_unique=True) for b in range(count)]
     )  # (N, S) encrypted low atoms of the source block
-    cross = np.zeros((1 if shared else count, slots, slots))
+    # accumulated in place (ELE at 224/16: 196 x 768^2 float64, 0.9 GB, and no per-chunk copy)
+    cross_sums = torch.zeros((1 if shared else count, slots, slots), dtype=torch.float64)
     sums_a = np.zeros((1 if shared else count, slots))
     sums_f = np.zeros_like(sums_a)
     squares_a = np.zeros_like(sums_a)
@@ -518,24 +574,25 @@ def _match_low_nibbles(
             features = features.reshape(1, -1, slots)
         else:
             candidates, features = candidates.transpose(0, 1), features.transpose(0, 1)
-        cross += torch.bmm(candidates.transpose(1, 2), features).numpy()
+        cross_sums.baddbmm_(candidates.transpose(1, 2), features)
         sums_a += candidates.sum(1).numpy()
         sums_f += features.sum(1).numpy()
         squares_a += (candidates**2).sum(1).numpy()
         squares_f += (features**2).sum(1).numpy()
         samples += candidates.shape[1]
     mean_a, mean_f = sums_a / samples, sums_f / samples
-    cov = cross / samples - mean_a[:, :, None] * mean_f[:, None, :]
     std_a = np.sqrt(np.maximum(squares_a / samples - mean_a**2, 1e-12))
     std_f = np.sqrt(np.maximum(squares_f / samples - mean_f**2, 1e-12))
-    corr = cov / (std_a[:, :, None] * std_f[:, None, :])  # (P, candidate, slot)
+    cross = cross_sums.numpy()
     atoms = np.empty((count, slots), dtype=np.int64)
     flips = np.empty((count, slots), dtype=bool)
-    for block in range(count):
-        table = corr[0 if shared else block]
+    for p in range(len(cross)):  # one position at a time: no second (P, S, S) array
+        cov = cross[p] / samples - np.outer(mean_a[p], mean_f[p])
+        table = cov / np.outer(std_a[p], std_f[p])  # (candidate, slot) correlations
         rows, cols = linear_sum_assignment(-np.abs(table))
-        atoms[block, cols] = lows[block, rows]
-        flips[block, cols] = table[rows, cols] < 0
+        for block in range(count) if shared else (p,):  # LE: one assignment for every block
+            atoms[block, cols] = lows[block, rows]
+            flips[block, cols] = table[rows, cols] < 0
     return atoms, flips
 
 

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from vitlearnenc.attacks.population.correlation import CorrelationResult
+from vitlearnenc.attacks.population.linear import LinearPopulationResult
 from vitlearnenc.attacks.population.plans import block_sources
 from vitlearnenc.attacks.population.pooled_jigsaw import PooledJigsawResult, PooledVariantResult
-from vitlearnenc.ciphers import Cipher, CipherKey, ProposedCipher
+from vitlearnenc.ciphers import Cipher, CipherKey, LinearPatchCipher, ProposedCipher
 from vitlearnenc.ciphers.base import NotInvertibleError
 from vitlearnenc.ciphers.nibbles import block_nibble_positions
 
@@ -25,8 +26,11 @@ def key_scores(cipher: Cipher, result: Any) -> dict[str, Any]:
     ``k1_accuracy``: fraction of ``block_perm`` entries right (LE: of the nibble permutation
     ``perm``); ``map_accuracy``: fraction of the decryption map's entries (value or nibble
     sources with their negation) right; ``exact``: the whole decryption map is right. Empty for
-    PE with per-image keys (there is no key to recover).
+    PE with per-image keys (there is no key to recover). Linear patch ciphers: see
+    :func:`linear_key_scores`.
     """
+    if isinstance(result, LinearPopulationResult) and isinstance(cipher, LinearPatchCipher):
+        return linear_key_scores(cipher, result)
     try:
         truth = cipher.build_plan(3).inverse()  # type: ignore[attr-defined]
     except NotInvertibleError:
@@ -48,16 +52,73 @@ def key_scores(cipher: Cipher, result: Any) -> dict[str, Any]:
         k1 = float(np.mean(np.argsort(sources) == key["block_perm"]))
     elif isinstance(result, CorrelationResult):
         nibble_map = result.nibble_map
-        index, negate = truth.index, truth.negate
+        index, negate = _value_plan(truth)
         if index.size != nibble_map.index.size:  # a byte-level cipher (fixed-key PE): lift it
             index = np.concatenate([index, index + index.size])
             negate = np.concatenate([negate, negate])
         right = (nibble_map.index == index) & (nibble_map.flip == negate)
         map_accuracy = float(np.mean(right))
-        k1 = _nibble_k1(nibble_map.index, key) if index is truth.index else map_accuracy
+        nibble_k1 = index is truth.index or "block_perm" in key.material  # not fixed-key PE
+        k1 = _nibble_k1(nibble_map.index, key) if nibble_k1 else map_accuracy
     else:
         raise TypeError(f"no key score for {type(result).__name__}")
     return {"k1_accuracy": k1, "map_accuracy": map_accuracy, "exact": map_accuracy == 1.0}
+
+
+def _exact_bound(length: int) -> float:
+    """Largest spectral-norm error of an estimate of A that still decrypts *every* image
+    exactly: a centred patch has norm <= 0.5 * sqrt(L), and each value may move by less than
+    half an 8-bit step."""
+    return 0.5 / 255 / (0.5 * np.sqrt(length))
+
+
+def linear_key_scores(cipher: LinearPatchCipher, result: LinearPopulationResult) -> dict[str, Any]:
+    """``k1_accuracy`` (fraction of K1 right); ``map_accuracy``: fraction of A's columns (the
+    images of the plain basis vectors) estimated to a cosine of at least 0.99;
+    ``matrix_error``: ``||A_est - A||_F / ||A||_F``; ``exact``: K1 right and A close enough
+    that every image decrypts exactly (spectral-norm error below :func:`_exact_bound`)."""
+    truth = cipher.patch_matrix(3)
+    estimate = result.matrix
+    cosine = np.sum(truth * estimate, axis=0) / (
+        np.linalg.norm(truth, axis=0) * np.maximum(np.linalg.norm(estimate, axis=0), 1e-12)
+    )
+    k1 = float(np.mean(result.block_perm == cipher.block_perm))
+    spectral = float(np.linalg.norm(estimate - truth, 2))
+    return {
+        "k1_accuracy": k1,
+        "map_accuracy": float(np.mean(cosine >= 0.99)),
+        "matrix_error": float(np.linalg.norm(estimate - truth) / np.linalg.norm(truth)),
+        "exact": bool(k1 == 1.0 and spectral < _exact_bound(truth.shape[0])),
+    }
+
+
+def _value_plan(plan: Any, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, negate)`` over the C*H*W values of a plan (a spatial plan, e.g. the proposed
+    cipher's, moves every channel alike and negates nothing)."""
+    if not plan.spatial:
+        negate = np.zeros(plan.index.size, bool) if plan.negate is None else plan.negate
+        return plan.index, negate
+    plane = plan.index.size
+    index = np.concatenate([plan.index + c * plane for c in range(channels)])
+    return index, np.zeros(index.size, dtype=bool)
+
+
+def within_block_accuracy(cipher: Cipher, result: CorrelationResult) -> float:
+    """Fraction of plain nibbles that the estimate draws from the right nibble *within* its
+    source block, with the right reversal, whatever the block order: for the proposed cipher
+    under the nibble attack this is how much of K2 it read (researcher side)."""
+    truth = cipher.build_plan(3).inverse()  # type: ignore[attr-defined]
+    index, negate = _value_plan(truth)
+    nibble_map = result.nibble_map
+    if index.size != nibble_map.index.size:  # byte-level plan: both nibbles move together
+        index = np.concatenate([index, index + index.size])
+        negate = np.concatenate([negate, negate])
+    channels, height, width = nibble_map.shape
+    positions = block_nibble_positions((height, width), result.block_size, channels)
+    atom_of = np.empty(index.size, dtype=np.int64)
+    atom_of[positions] = np.arange(positions.shape[1])[None, :]
+    right = (atom_of[nibble_map.index] == atom_of[index]) & (nibble_map.flip == negate)
+    return float(np.mean(right))
 
 
 def _nibble_k1(index: np.ndarray, key: CipherKey) -> float:
