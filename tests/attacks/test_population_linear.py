@@ -27,7 +27,7 @@ from vitlearnenc.cli.attack import attack
 from vitlearnenc.errors import InputError
 
 #: the config key of the image size (renamed repo-wide to image_size by another issue: one place)
-IMAGE_SIZE_KEY = "img_size"
+IMAGE_SIZE_KEY = "image_size"
 TINY = [
     "data=synthetic",
     "data.native_size=16",
