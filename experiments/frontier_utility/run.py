@@ -9,9 +9,17 @@ key s (``key=seed key.seed=s``: the spread over seeds includes the spread over k
 
 Each finished run writes ``experiments/results/frontier/utility/<name>.json`` (final test
 accuracy, the per-epoch test curve where recorded, epochs, seed, command, wall and CPU time).
-Resumable: a run with its JSON is skipped; an interrupted run resumes from the ``last.ckpt``
-of its run directory (``ckpt_path=auto``; checkpoints are written every epoch), and its
-attempts' wall times add up. The most informative runs come first (seed 0 of every row).
+Resumable: a run with its JSON is skipped; an interrupted run resumes where it stopped
+(``ckpt_path=auto``) and its attempts' wall times add up. Besides the end-of-epoch
+``checkpoints/last.ckpt`` (which the final test reads), every run writes a mid-epoch checkpoint
+every ``STEP_CHECKPOINT`` steps as ``<run dir>/hpc_ckpt_1.ckpt``: the name under which the train
+app's ``ckpt_path=auto`` already looks for SLURM requeue checkpoints, taking the newer of the
+two; an epoch on the shared 2-core host takes up to 20 minutes, too much to lose. The most
+informative runs come first (seed 0 of every row).
+
+``--threads auto`` (default) gives each run 2 torch threads when the host's 1-minute load is
+below 2.5 (the sweep's own previous run, or nothing else, on the 2 cores) and 1 otherwise:
+two threads on cores that other jobs hold slow a run down.
 
     nohup nice -n 5 python -m experiments.frontier_utility.run \
         --data ../shared/data/cifar10-jpeg.tar.gz > frontier_utility.log 2>&1 &
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -35,6 +44,7 @@ SOURCE_CLASSES = [0, 1, 2, 3, 4]
 TARGET_CLASSES = [5, 6, 7, 8, 9]
 SOURCE_EPOCHS = 8
 TARGET_EPOCHS = 3
+STEP_CHECKPOINT = 50
 TEST_CURVE = "+callbacks.test_curve._target_=experiments.recipes.test_curve.TestCurveCallback"
 
 
@@ -123,14 +133,22 @@ def command(run: Run, data: Path) -> list[str]:
     overrides = list(run.overrides)
     if run.needs is not None:
         overrides.append(f"model.checkpoint={weights_path(run.needs)}")
+    run_dir = RESULTS / "runs" / run.name
+    step = "+callbacks.step_checkpoint"
     return [
         str(Path(sys.executable).parent / "vitlearnenc-train"),
         f"experiment={EXPERIMENT}",
         "data=cifar10_folder",
         f"data.root={data}",
-        f"hydra.run.dir={RESULTS / 'runs' / run.name}",
+        f"hydra.run.dir={run_dir}",
         "callbacks.progress_bar=null",
         "callbacks.encrypted_samples=null",
+        f"{step}._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"{step}.dirpath={run_dir}",
+        f"{step}.filename=hpc_ckpt_1",
+        f"{step}.every_n_train_steps={STEP_CHECKPOINT}",
+        f"{step}.save_top_k=1",
+        f"{step}.enable_version_counter=false",
         *overrides,
     ]
 
@@ -187,7 +205,14 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def execute(run: Run, data: Path) -> dict | None:
+def threads(setting: str) -> str:
+    """Torch threads for the next run: a number, or ``auto`` (2 on an idle host, else 1)."""
+    if setting != "auto":
+        return setting
+    return "2" if os.getloadavg()[0] < 2.5 else "1"
+
+
+def execute(run: Run, data: Path, thread_setting: str = "auto") -> dict | None:
     """Train (or resume) ``run`` and write its JSON; None when it is already done."""
     out = RESULTS / f"{run.name}.json"
     if out.exists():
@@ -203,7 +228,8 @@ def execute(run: Run, data: Path) -> dict | None:
     if not (RESULTS / "runs" / run.name / "metrics.json").exists():
         print(" ".join(cmd[1:]), flush=True)
         start, cpu = time.time(), _children_cpu_seconds()
-        completed = subprocess.run(cmd)
+        env = {**os.environ, "OMP_NUM_THREADS": threads(thread_setting)}
+        completed = subprocess.run(cmd, env=env)
         attempts.append(
             {
                 "wall_s": round(time.time() - start, 1),
@@ -230,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 archive or folder")
     parser.add_argument("--only", default="", help="run only runs whose name contains this")
+    parser.add_argument("--threads", default="auto", help="torch threads per run, or auto")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     args = parser.parse_args(argv)
     data = args.data.resolve()
@@ -241,8 +268,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         # a target needs its source run (trained first, also under --only)
         if run.needs is not None and not (RESULTS / f"{run.needs}.json").exists():
-            execute(next(r for r in plan() if r.name == run.needs), data)
-        record = execute(run, data)
+            execute(next(r for r in plan() if r.name == run.needs), data, args.threads)
+        record = execute(run, data, args.threads)
         if record is not None:
             print(f"{run.name}: test acc {record['final_test_acc']:.4f}", flush=True)
 

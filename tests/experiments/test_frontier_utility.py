@@ -100,6 +100,10 @@ def test_commands_select_cipher_key_and_adaptation() -> None:
         cmd
     )
     assert f"model.checkpoint={sweep.weights_path('ka-source-plain-seed2')}" in cmd
+    run_dir = sweep.RESULTS / "runs" / target.name
+    # mid-epoch checkpoints where ckpt_path=auto looks for them
+    assert f"+callbacks.step_checkpoint.dirpath={run_dir}" in cmd
+    assert "+callbacks.step_checkpoint.filename=hpc_ckpt_1" in cmd
     plain = sweep.command(sweep.scratch("plain", 1), Path("/d"))
     assert "key=none" in plain and not any(c.startswith("model.key_adapt") for c in plain)
 
@@ -168,3 +172,11 @@ def test_timm_recipe_config(tmp_path: Path) -> None:
         assert cfg.optim.warmup_fraction == 0.1 and cfg.trainer.max_epochs == 8
         assert cfg.callbacks.get("model_checkpoint") is None
         assert cfg.callbacks.last_checkpoint is not None  # what resuming and testing use
+
+
+def test_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sweep.threads("3") == "3"
+    monkeypatch.setattr(sweep.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert sweep.threads("auto") == "2"
+    monkeypatch.setattr(sweep.os, "getloadavg", lambda: (7.0, 0.0, 0.0))
+    assert sweep.threads("auto") == "1"
