@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from experiments.recipes.test_curve import CURVE_FILE
+
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "frontier" / "utility"
 EXPERIMENT = "mini/vit_timm"
 SOURCE_CLASSES = [0, 1, 2, 3, 4]
@@ -153,15 +155,27 @@ def command(run: Run, data: Path) -> list[str]:
     ]
 
 
-def test_curve(run_dir: Path) -> list[float]:
-    """Per-epoch ``test_curve/acc`` from the run's CSV log (empty when not recorded)."""
-    path = run_dir / "csv" / "metrics.csv"
-    if not path.exists():
+def test_curve(run_dir: Path) -> list[float | None]:
+    """Per-epoch test accuracy (index 0 = after epoch 1; None where it was not recorded).
+
+    From the CSV log, which holds only the epochs since the last resume, overlaid with the
+    callback's ``test_curve.jsonl``, which keeps them all (a retrained epoch's later line wins).
+    """
+    by_epoch: dict[int, float] = {}
+    if (run_dir / "csv" / "metrics.csv").exists():
+        with (run_dir / "csv" / "metrics.csv").open() as handle:
+            for row in csv.DictReader(handle):
+                if row.get("test_curve/acc"):
+                    by_epoch[int(row["epoch"]) + 1] = float(row["test_curve/acc"])
+    jsonl = run_dir / CURVE_FILE
+    if jsonl.exists():
+        for line in jsonl.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                by_epoch[int(entry["epoch"])] = float(entry["acc"])
+    if not by_epoch:
         return []
-    with path.open() as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("test_curve/acc")]
-    by_epoch = {int(row["epoch"]): float(row["test_curve/acc"]) for row in rows}
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    return [by_epoch.get(epoch) for epoch in range(1, max(by_epoch) + 1)]
 
 
 def result(run: Run, cmd: list[str], attempts: list[dict]) -> dict:
@@ -191,7 +205,7 @@ def result(run: Run, cmd: list[str], attempts: list[dict]) -> dict:
         "best_val_acc": None,
         # monitoring only, never used to pick a model: the reported number is final_test_acc
         "test_curve": curve,
-        "best_test_curve_acc": max(curve) if curve else None,
+        "best_test_curve_acc": max((v for v in curve if v is not None), default=None),
         "command": "vitlearnenc-train " + " ".join(cmd[1:]),
         "attempts": attempts,
         "wall_s": round(sum(a["wall_s"] for a in attempts), 1),

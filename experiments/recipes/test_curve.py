@@ -4,15 +4,23 @@ Why: recipes without a validation split (all 50,000 CIFAR-10 training images, as
 reference script uses) have no per-epoch accuracy, yet comparing recipes epoch by epoch is
 how the gap to the reference script was located. The reference script reports test accuracy
 per epoch; this callback gives the train app the same curve. Nothing is chosen on it: the
-reported test accuracy stays the final model's. Add it on the command line:
+reported test accuracy stays the final model's. Each value is also appended to
+``test_curve.jsonl`` in the run directory, because Lightning's CSV logger starts a fresh
+``metrics.csv`` when a run resumes, which loses the earlier epochs. Add it on the command line:
 
     vitlearnenc-train ... +callbacks.test_curve._target_=experiments.recipes.test_curve.TestCurveCallback
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import lightning as L
 import torch
+
+#: file in the run directory (``trainer.default_root_dir``) with one JSON line per epoch
+CURVE_FILE = "test_curve.jsonl"
 
 
 class TestCurveCallback(L.Callback):
@@ -36,4 +44,13 @@ class TestCurveCallback(L.Callback):
             predicted = pl_module(images).argmax(-1).cpu()
             correct += int((predicted == batch["label"]).sum())
         pl_module.train(was_training)
-        pl_module.log("test_curve/acc", correct / len(test), on_epoch=True)
+        accuracy = correct / len(test)
+        pl_module.log("test_curve/acc", accuracy, on_epoch=True)
+        if trainer.is_global_zero:
+            line = {
+                "epoch": trainer.current_epoch + 1,
+                "step": trainer.global_step,
+                "acc": accuracy,
+            }
+            with (Path(trainer.default_root_dir) / CURVE_FILE).open("a") as handle:
+                handle.write(json.dumps(line) + "\n")

@@ -148,6 +148,17 @@ def test_finished_runs_are_skipped_and_results_recorded(
     assert sweep.execute(run, Path("/d")) is None and len(calls) == 1  # skipped
 
 
+def test_test_curve_survives_a_resume(tmp_path: Path) -> None:
+    # the CSV log of a resumed run starts afresh; the callback's JSONL file keeps every epoch
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,test_curve/acc\n2,29,0.5\n")
+    assert sweep.test_curve(tmp_path) == [None, None, 0.5]
+    lines = [{"epoch": 1, "acc": 0.3}, {"epoch": 2, "acc": 0.35}, {"epoch": 2, "acc": 0.4}]
+    (tmp_path / "test_curve.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    # a retrained epoch: the later line wins; epochs only in the CSV are kept
+    assert sweep.test_curve(tmp_path) == [0.3, 0.4, 0.5]
+
+
 def test_failed_run_is_resumed_in_its_run_directory(
     results: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,3 +191,30 @@ def test_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sweep.threads("auto") == "2"
     monkeypatch.setattr(sweep.os, "getloadavg", lambda: (7.0, 0.0, 0.0))
     assert sweep.threads("auto") == "1"
+
+
+def test_curve_callback_records_the_final_models_test_accuracy(tmp_path: Path) -> None:
+    from vitlearnenc.cli.train import train
+
+    overrides = [
+        "data=synthetic",
+        "data.num_train=96",
+        "data.num_test=40",
+        "data.batch_size=32",
+        "data.num_workers=0",
+        "model=vit_micro",
+        "cipher=orthomix",
+        "key=seed",
+        "trainer.max_epochs=2",
+        "callbacks=none",
+        "+callbacks.last._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        "+callbacks.curve._target_=experiments.recipes.test_curve.TestCurveCallback",
+        "+callbacks.curve.batch_size=16",
+    ]
+    with composed("train", overrides, tmp_path) as cfg:
+        metrics = train(cfg)
+        run_dir = Path(cfg.paths.output_dir)
+    curve = sweep.test_curve(run_dir)
+    assert len(curve) == 2
+    # the last epoch's curve value is the test accuracy of the final model (encrypted inputs)
+    assert curve[-1] == pytest.approx(metrics["test/acc"], abs=1e-6)
