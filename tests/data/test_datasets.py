@@ -39,6 +39,30 @@ def test_loader_over_a_subset_stacks_uint8_batches():
     assert listed["image"].shape == (2, 3, 2, 2)
 
 
+class _SharedFlagDataset(UInt8ImageDataset):
+    """Adds, per batch, whether the worker built each field in shared memory."""
+
+    def __getitems__(self, indices):  # type: ignore[no-untyped-def]
+        batch = super().__getitems__(indices)
+        flags = [batch[name].is_shared() for name in ("image", "label")]
+        return {**batch, "built_shared": torch.tensor([flags])}
+
+
+def test_worker_batches_are_built_in_shared_memory_with_the_right_rows():
+    """In a loader worker the batch is written straight into shared memory (a heap buffer
+    copied there and freed made each worker's private memory grow with the batches read)."""
+    base = make_dataset()
+    dataset = _SharedFlagDataset(base.images, **base.fields)
+    loader = DataLoader(dataset, batch_size=6, num_workers=1, collate_fn=collate_batch)
+    batches = list(loader)
+    assert all(bool(b["built_shared"].all()) for b in batches)
+    images = torch.cat([b["image"] for b in batches])
+    torch.testing.assert_close(images, base.images)
+    torch.testing.assert_close(torch.cat([b["label"] for b in batches]), base.fields["label"])
+    in_process = dataset.__getitems__([3, 1])
+    assert not in_process["built_shared"].any()
+
+
 def test_split_is_disjoint_complete_and_deterministic():
     dataset = make_dataset(100)
     train, val = split_train_val(dataset, 0.1, seed=3)

@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, RandomSampler, Subset, default_collate, random_split
+from torch.utils.data import (
+    Dataset,
+    RandomSampler,
+    Subset,
+    default_collate,
+    get_worker_info,
+    random_split,
+)
 from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
 
 from vitlearnenc.errors import InputError
@@ -59,9 +66,28 @@ class UInt8ImageDataset(Dataset[dict[str, torch.Tensor]]):
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """A whole batch at once (``DataLoader`` and ``Subset`` call this when it exists)."""
         index = torch.as_tensor(indices, dtype=torch.long)
-        batch = {"image": self.images.index_select(0, index)}
-        batch.update({name: values.index_select(0, index) for name, values in self.fields.items()})
+        batch = {"image": _select_rows(self.images, index)}
+        batch.update({name: _select_rows(values, index) for name, values in self.fields.items()})
         return batch
+
+
+def _select_rows(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``source.index_select(0, index)``; in a loader worker, written straight into shared memory.
+
+    Why: a worker sends each batch to the main process through shared memory. A plain
+    ``index_select`` mallocs a batch-sized buffer (19 MB at 128x3x224x224) that is copied into
+    shared memory when sent and then freed; once glibc has raised its mmap threshold, later
+    buffers come from the heap, which it does not give back, so each worker's private memory
+    grew with the number of batches read (measured: +260 MB per worker from 2,000 to 6,000
+    images at 224, all of it ``[heap]``; ``experiments/benchmarks/bench_streaming.py
+    --in-memory``). The same fix as the streaming path's ``default_collate``.
+    """
+    if get_worker_info() is None:
+        return source.index_select(0, index)
+    rows = index.numel()
+    storage = source._typed_storage()._new_shared(rows * source[0].numel() if rows else 0)
+    out = source.new(storage).view(rows, *source.shape[1:])
+    return torch.index_select(source, 0, index, out=out)
 
 
 def collate_batch(batch: Mapping[str, torch.Tensor] | list[Any]) -> Any:
