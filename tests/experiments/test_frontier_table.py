@@ -215,3 +215,32 @@ def test_no_key_material_in_the_outputs(results: Path, built: dict) -> None:
     for name in ("frontier.json", "frontier.md"):
         text = (results / frontier.OUT / name).read_text()
         assert FINGERPRINT not in text and "fingerprint" not in text
+
+
+def test_frontier_study_table_carries_the_mirror_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The orthomix study's table (experiments/attacks/frontier/run.py) puts the pooled attack's
+    score up to a mirror image beside its second-order number."""
+    from experiments.attacks.frontier import run
+    from experiments.frontier.attacks import AttackResult
+
+    def curves(root: Path) -> list[AttackResult]:
+        return [
+            AttackResult("orthomix", 32, 4, "ICA (pooled)", "", 0.21, "x", 0.90, corpus=10000),
+            AttackResult("orthomix", 32, 4, "ICA (pooled)", "", 0.22, "x", 0.70, corpus=1000),
+        ]
+
+    monkeypatch.setattr(run, "curve_results", curves)
+    storage = {"float32": {"bytes_per_value": 4, "max_abs_error_steps": 0.0,
+                           "rms_error_steps": 0.0, "wrong_values": 0, "values": 1}}  # fmt: skip
+    row = {
+        "cipher": "orthomix", "image_size": 32, "block_size": 4, "victims": 1000,
+        "public_images": 5000, "key_space_bits": 552.0, "floor_ciphertext_ssim": 0.015,
+        "second_order": frontier_score(0.206) | {"psnr": 13.7},
+        "kpa": {"smallest_k": 1},
+        "weight_matching": {"k1_exact": True, "matrix_max_error": 1e-9},
+        "storage": storage,
+    }  # fmt: skip
+    text = run.table({"rows": [row], "throughput": {}})
+    line = next(x for x in text.splitlines() if x.startswith("| orthomix | 32/4 | **0.206**"))
+    assert "**0.900 up to a mirror image** (as restored 0.210; ICA (pooled), N = 10,000)" in line
+    assert "the second-order 0.206 understates" in text
