@@ -114,8 +114,9 @@ def _top(results: list[atk.AttackResult], cipher: str, size: int, count: int = 4
     return list(best.values())[:count]
 
 
-def attack_cell(shown: list[dict[str, Any]], cipher: str) -> str:
-    """``**0.998** (attack; budget) [setting]; standard setting: ...; up to a mirror ...``."""
+def attack_cell(shown: list[dict[str, Any]], cipher: str, floor: float | None) -> str:
+    """``**0.998** (attack; budget) [setting]; standard setting: ...; up to a mirror ...``, and
+    a note where the strongest stays below an unrelated image's SSIM (``floor``)."""
     if cipher == "plain":
         return "— (no encryption)"
     if not shown:
@@ -129,6 +130,8 @@ def attack_cell(shown: list[dict[str, Any]], cipher: str) -> str:
         else:
             value = f"**{r['ssim']:.3f}**" if not parts else f"{r['ssim']:.3f}"
             parts.append(f"{r['label'] + ': ' if r['label'] else ''}{value} {_what(r)}")
+    if floor is not None and max(r["privacy_loss"] for r in shown) < floor:
+        parts.append(f"below an unrelated image's {floor:.3f}")
     return "; ".join(parts)
 
 
@@ -159,7 +162,7 @@ def accuracy_cell(value: dict[str, Any] | None) -> str:
 
 
 def markdown(table: dict[str, Any], command: str) -> str:
-    rows = table["rows"]
+    rows, floors = table["rows"], table["floor_unrelated_image_ssim"]
     lines = [
         "# The frontier: what each cipher costs and what the strongest attack we ran shows",
         "",
@@ -196,7 +199,10 @@ def markdown(table: dict[str, Any], command: str) -> str:
         lines.append(
             f"| {row['name']} | {accuracy_cell(row['accuracy']['frontier_recipe'])} "
             f"| {accuracy_cell(row['accuracy']['table_i_recipe'])} "
-            + "".join(f"| {attack_cell(row['attacks'][s], row['cipher'])} " for s in row["attacks"])
+            + "".join(
+                f"| {attack_cell(row['attacks'][s], row['cipher'], floors.get(s))} "
+                for s in row["attacks"]
+            )
             + f"| {kpa_cell(row)} | {bits} | {speed_text} |"
         )
     lines += [

@@ -244,3 +244,23 @@ def test_frontier_study_table_carries_the_mirror_finding(monkeypatch: pytest.Mon
     line = next(x for x in text.splitlines() if x.startswith("| orthomix | 32/4 | **0.206**"))
     assert "**0.900 up to a mirror image** (as restored 0.210; ICA (pooled), N = 10,000)" in line
     assert "the second-order 0.206 understates" in text
+
+
+def test_cell_names_the_fewest_ciphertexts_that_restore_and_the_floor() -> None:
+    from experiments.frontier.attacks import FEWEST, AttackResult, strongest
+
+    results = [
+        AttackResult("c", 32, 4, "2nd order (pooled)", "N = 10", 0.992, "a", corpus=10),
+        AttackResult("c", 32, 4, "2nd order (pooled)", "N = 1,000", 1.0, "b", corpus=1000),
+        AttackResult("c", 32, 4, "FR", "1 s", 0.05, "c"),
+        AttackResult(
+            "d", 224, 16, "population attack (pooled)", "N = 1,000", 0.3, "d", corpus=1000
+        ),
+    ]
+    shown = strongest(results, "c", 32)
+    assert [(label, r.corpus) for label, r in shown] == [("", 1000), (FEWEST, 10)]
+    assert strongest(results, "c", 224) == []
+    cell = frontier.attack_cell(
+        [r.as_dict() | {"label": label} for label, r in strongest(results, "d", 224)], "d", 0.367
+    )
+    assert cell.startswith("**0.300**") and cell.endswith("below an unrelated image's 0.367")
