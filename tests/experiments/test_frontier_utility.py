@@ -12,7 +12,7 @@ import pytest
 
 from experiments.frontier_utility import aggregate as agg
 from experiments.frontier_utility import run as sweep
-from tests.helpers.hydra import composed
+from tests.helpers.hydra import composed, tiny_run
 
 
 def record(group: str, cipher: str, seed: int, acc: float, **extra) -> dict:
@@ -197,16 +197,10 @@ def test_curve_callback_records_the_final_models_test_accuracy(tmp_path: Path) -
     from vitlearnenc.cli.train import train
 
     overrides = [
-        "data=synthetic",
-        "data.num_train=96",
-        "data.num_test=40",
-        "data.batch_size=32",
-        "data.num_workers=0",
-        "model=vit_micro",
+        *tiny_run(num_train=96, num_test=40),
         "cipher=orthomix",
         "key=seed",
         "trainer.max_epochs=2",
-        "callbacks=none",
         "+callbacks.last._target_=lightning.pytorch.callbacks.ModelCheckpoint",
         "+callbacks.curve._target_=experiments.recipes.test_curve.TestCurveCallback",
         "+callbacks.curve.batch_size=16",

@@ -47,3 +47,23 @@ def composed(
             yield cfg
         finally:
             GlobalHydra.instance().clear()
+
+
+#: the synthetic data of a run that trains in seconds on the CPU
+SYNTHETIC_DATA = {"num_train": 256, "num_test": 64, "batch_size": 32}
+
+
+def tiny_run(data: str = "synthetic", callbacks: str = "none", **data_options: object) -> list[str]:
+    """Overrides for a vit_micro run that trains in seconds on the CPU, quietly: ``data`` with
+    ``data_options`` (``data.<name>=<value>``; synthetic data: 256 training and 64 test images,
+    batch 32, unless given), no loader workers, the ``callbacks`` group, no progress bar or model
+    summary. Tests add the cipher, key and trainer settings they are about."""
+    options = (SYNTHETIC_DATA if data == "synthetic" else {}) | data_options | {"num_workers": 0}
+    return [
+        f"data={data}",
+        *(f"data.{name}={value}" for name, value in options.items()),
+        "model=vit_micro",
+        f"callbacks={callbacks}",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers.hydra import composed
+from tests.helpers.hydra import composed, tiny_run
 from vitlearnenc.cli.encrypt import main_encrypt
 from vitlearnenc.cli.evaluate import evaluate
 from vitlearnenc.cli.keygen import main as keygen
@@ -45,17 +45,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     assert main_encrypt(["--key", str(key), "--quiet", str(plain), str(encrypted)]) == 0
     overrides = [
-        "data=image_folder",
-        f"data.root={plain}",
-        "data.batch_size=16",
-        "data.num_workers=0",
-        "model=vit_micro",
+        *tiny_run("image_folder", callbacks="model_checkpoint", root=plain, batch_size=16),
         "image_size=16",
         "key=file",
         f"key.path={key}",
-        "callbacks=model_checkpoint",
         "trainer.max_epochs=2",
-        "trainer.enable_progress_bar=false",
         "optim.lr=3e-3",
     ]
     run = root / "train"

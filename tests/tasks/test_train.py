@@ -9,22 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.hydra import composed
+from tests.helpers.hydra import composed, tiny_run
 from vitlearnenc.cli.train import train
 from vitlearnenc.runs.errors import ConfigError
 from vitlearnenc.tasks.classifier import ClassifierModule
 
-SMALL = [
-    "data=synthetic",
-    "data.num_train=256",
-    "data.num_test=64",
-    "data.batch_size=32",
-    "data.num_workers=0",
-    "model=vit_micro",
-    "callbacks=none",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
+SMALL = tiny_run()
 
 
 def test_fast_dev_run_encrypted(tmp_path: Path) -> None:
@@ -65,8 +55,7 @@ def test_training_learns_on_encrypted_images_and_reports(tmp_path: Path) -> None
 
 def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     base = [
-        *SMALL,
-        "callbacks=model_checkpoint",
+        *tiny_run(callbacks="model_checkpoint"),
         "key=seed",
         "trainer.limit_train_batches=2",
         "test=false",
@@ -107,8 +96,7 @@ def test_exported_network_starts_a_new_run_through_model_checkpoint(tmp_path: Pa
     from vitlearnenc.tasks.classifier import export_network_weights
 
     overrides = [
-        *SMALL,
-        "callbacks=model_checkpoint",
+        *tiny_run(callbacks="model_checkpoint"),
         "cipher=plain",
         "key=none",
         "trainer.max_epochs=1",
