@@ -82,8 +82,9 @@ def plan_jobs(
         raise InputError(f"OUT {target} is a file, but IN {source} is a folder; give a folder")
     sources = list_images(source, input_suffixes)
     if not sources:
+        what = "images" if input_suffixes == IMAGE_EXTENSIONS else "ciphertext arrays"
         raise InputError(
-            f"no inputs found in {source} (looked for {', '.join(sorted(input_suffixes))})"
+            f"no {what} found in {source} (looked for {', '.join(sorted(input_suffixes))})"
         )
     jobs: list[Job] = []
     seen: dict[Path, Path] = {}
