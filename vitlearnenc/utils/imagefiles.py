@@ -21,11 +21,11 @@ datasets, so both see the same pixels for the same file:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -197,13 +197,15 @@ def read_array_into(path: str | os.PathLike[str], out: torch.Tensor) -> None:
         ImageReadError: the header differs from ``out``'s shape and dtype, or the file is
             short (truncated).
     """
+    if not out.is_contiguous() or out.device.type != "cpu":
+        raise InputError("read_array_into needs a contiguous CPU tensor to read into")
     with _open_array(path) as (handle, shape, dtype):
         expected = (tuple(out.shape), dtype_name(out.dtype))
         if (shape, dtype) != expected:
             raise ImageReadError(
                 f"{path}: holds {dtype} {shape}, expected {expected[1]} {expected[0]}"
             )
-        view = memoryview(out.numpy()).cast("B")
+        view = out.numpy().data.cast("B")
         if handle.readinto(view) != view.nbytes:
             raise ImageReadError(f"{path}: cannot read array (truncated file)")
 
@@ -219,7 +221,7 @@ def read_array(path: str | os.PathLike[str]) -> torch.Tensor:
 @contextlib.contextmanager
 def _open_array(
     path: str | os.PathLike[str],
-) -> Iterator[tuple[BinaryIO, tuple[int, ...], str]]:
+) -> Iterator[tuple[io.BufferedReader, tuple[int, ...], str]]:
     """Open a ``.npy`` file past its header: ``(handle, shape, dtype name)``."""
     fmt = np.lib.format
     try:
