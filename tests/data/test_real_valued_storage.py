@@ -297,3 +297,40 @@ def test_float_shards_refuse_uint8_pipelines_and_a_wrong_dtype(tmp_path: Path, p
     (out / METADATA_NAME).write_text(json.dumps(data))
     with pytest.raises(ShardMetadataError, match="not a metadata file"):
         read_metadata(out)
+
+
+# ----------------------------------------------------------------- the provider's commands
+@pytest.mark.parametrize("data", ["streaming", "image_folder"])
+def test_vitlearnenc_train_on_float16_ciphertexts(tmp_path: Path, plain: Path, data: str) -> None:
+    """``vitlearnenc-train data=streaming|image_folder cipher=pre_encrypted key=none`` on
+    orthomix float16 shards / ``.npy`` folder: trains and tests (no key in the process)."""
+    from tests.helpers.hydra import composed
+    from vitlearnenc.cli.train import train
+
+    key = _key(tmp_path, "float16")
+    root = tmp_path / "stored"
+    if data == "streaming":
+        argv = ["--key", str(key), "--resize", "32", "--val-fraction", "0.25", "--quiet"]
+        assert pack_main([*argv, str(plain), str(root)]) == 0
+    else:
+        assert _encrypt(key, plain, root) == 0
+    overrides = [
+        f"data={data}", f"data.root={root}", "data.batch_size=4", "data.num_workers=0",
+        "cipher=pre_encrypted", "key=none", "model=vit_micro", "model.patch_size=8",
+        "image_size=32", "trainer=fast_dev_run", "logger=csv", "callbacks=none",
+    ]  # fmt: skip
+    with composed("train", overrides, tmp_path / "run") as cfg:
+        metrics = train(cfg)
+    assert "test/acc" in metrics
+
+
+def test_predict_folder_reads_arrays(tmp_path: Path, plain: Path) -> None:
+    from vitlearnenc.data.folder import PredictFolderDataModule
+
+    key = _key(tmp_path, "float32")
+    assert _encrypt(key, plain, tmp_path / "enc") == 0
+    dm = PredictFolderDataModule(root=str(tmp_path / "enc" / "test"), cipher="pre_encrypted",
+                                 block_size=8, batch_size=4, num_workers=0)  # fmt: skip
+    dm.setup("predict")
+    assert dm.predict_files == [f"{c}/{i:03d}.npy" for c in ("ant", "bee") for i in range(3)]
+    assert torch.equal(dm.predict_set.images[4], read_array(tmp_path / "enc/test/bee/001.npy"))
