@@ -34,6 +34,7 @@ from vitlearnenc.cli import encrypt as encrypt_cli
 from vitlearnenc.cli import keygen as keygen_cli
 from vitlearnenc.cli.encrypt import main_decrypt, main_encrypt
 from vitlearnenc.cli.keygen import main as main_keygen
+from vitlearnenc.utils import folder_jobs
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.imagefiles import (
     TEMP_SUFFIX,
@@ -374,7 +375,7 @@ def test_interrupted_run_resumes_to_the_same_result(
         written.append(path)
         return write_png_atomic(image, path)
 
-    monkeypatch.setattr(encrypt_cli, "write_png_atomic", write_then_interrupt)
+    monkeypatch.setattr(folder_jobs, "write_png_atomic", write_then_interrupt)
     args = ["--key", str(key_path), str(tree), str(out)]
     assert main_encrypt(args) == 130
     assert "rerun the same command" in capsys.readouterr().err

@@ -86,7 +86,11 @@ def test_split_edge_cases():
 
 
 def test_dataset_rejects_non_uint8_and_ragged_fields():
-    with pytest.raises(ValueError, match="uint8"):
-        UInt8ImageDataset(torch.zeros(2, 3, 4, 4))
+    for images in (torch.zeros(2, 3, 4, 4, dtype=torch.float64), torch.zeros(2, 3, 4)):
+        with pytest.raises(ValueError, match="uint8"):
+            UInt8ImageDataset(images)
+    # stored real-valued ciphertexts (orthomix .npy folders) keep their float dtype
+    for dtype in (torch.float32, torch.float16):
+        assert UInt8ImageDataset(torch.zeros(2, 3, 4, 4, dtype=dtype))[0]["image"].dtype == dtype
     with pytest.raises(ValueError, match="label"):
         UInt8ImageDataset(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), label=torch.zeros(3))

@@ -189,10 +189,6 @@ def test_refusals(
         [*base, "--resize", "64", str(source), str(out)], capsys
     )
     assert "needs --key" in _run_error(["--cipher", "proposed", str(source), str(out)], capsys)
-    real_valued = save_key(generate_key("orthomix", 32, 8, seed=3), tmp_path / "orthomix.key")
-    assert "real-valued ciphertexts" in _run_error(
-        ["--key", str(real_valued), "--quiet", str(source), str(out)], capsys
-    )
     assert "--cipher plain" in _run_error(
         ["--cipher", "pre_encrypted", str(source), str(out)], capsys
     )
@@ -227,5 +223,6 @@ def test_metadata_records_public_facts_only(tmp_path: Path, source: Path, key32:
     assert set(data) == {
         "packed_by", "version", "cipher", "keyed", "image_size", "block_size",
         "key_fingerprint", "counts", "classes", "resize_mode", "shuffle_seed",
-        "compression", "skipped",
+        "compression", "skipped", "dtype",
     }  # fmt: skip
+    assert data["dtype"] == "uint8"

@@ -260,6 +260,8 @@ def test_encrypt_marks_its_output_with_public_facts_only(
         "image_size": [16, 16],
         "block_size": 4,
         "key_fingerprint": key.fingerprint,
+        "dtype": "uint8",  # PNG images (float32/float16 for .npy arrays of orthomix)
+        "shape": [3, 16, 16],
     }
     # the marker is no image: decrypting gives back exactly the plain tree, without it
     assert main_decrypt(["--key", str(key_path), "--quiet", str(out), str(tmp_path / "dec")]) == 0

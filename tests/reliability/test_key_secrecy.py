@@ -448,3 +448,34 @@ def test_packed_shards_and_their_metadata_hold_no_key_material(
     ]
     assert key.fingerprint in (out / "vitlearnenc-shards.json").read_text()
     _assert_no_leaks(KeyLeakScanner([key]), out, result.stdout + result.stderr, exclude=[])
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_real_valued_arrays_shards_and_their_metadata_hold_no_key_material(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], storage: str
+) -> None:
+    """An orthomix key through ``vitlearnenc-encrypt`` (``.npy`` ciphertexts and the folder
+    marker), ``vitlearnenc-decrypt`` and ``vitlearnenc-pack`` (float shards and their metadata):
+    no secret, K1 or matrix entries (also as float16 bytes) in any file or on the console."""
+    from tests.data.conftest import write_tree
+    from vitlearnenc.cli.encrypt import main_decrypt, main_encrypt
+    from vitlearnenc.cli.pack import main as pack_main
+
+    key = generate_key("orthomix", 64, 8, seed=SEED + 2, storage=storage)
+    key_path = save_key(key, tmp_path / "secret" / "owner.key")
+    write_tree(tmp_path / "src", {"train/a": 3, "train/b": 3, "test/a": 2, "test/b": 2}, size=64)
+    out = tmp_path / "out"
+    args = ["--key", str(key_path)]
+    assert main_encrypt([*args, str(tmp_path / "src"), str(out / "enc")]) == 0
+    assert main_decrypt([*args, str(out / "enc"), str(out / "dec")]) == 0
+    assert pack_main([*args, "--val-fraction", "0.25", str(tmp_path / "src"), str(out / "sh")]) == 0
+    assert len(list((out / "enc").rglob("*.npy"))) == 10
+    assert f'"dtype": "{storage}"' in (out / "enc" / ".vitlearnenc.json").read_text()
+    assert f'"dtype": "{storage}"' in (out / "sh" / "vitlearnenc-shards.json").read_text()
+    scanner = scanner_for([key])
+    matrix = get_cipher_class("orthomix")(key).mixing_matrix(3)
+    for dtype in ("<f2", ">f2"):
+        scanner.byte_patterns.append(
+            (f"matrix row as {dtype}", matrix[0, :4].astype(dtype).tobytes())
+        )
+    _assert_no_leaks(scanner, out, "".join(capfd.readouterr()), exclude=[])

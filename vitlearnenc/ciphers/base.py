@@ -115,7 +115,8 @@ class Cipher(ABC):
     #: ``y_i = A x_pi(i)``, one linear map A shared by all blocks after a block permutation pi
     absorbable_by_vit: bool = False
     #: whether ciphertexts are real numbers (orthomix) rather than 8-bit values: such
-    #: ciphertexts cannot be stored as image files or uint8 shards, only encrypted on the device
+    #: ciphertexts are stored as ``.npy`` arrays and float shards of :attr:`storage_dtype`, not
+    #: as image files
     real_valued_ciphertexts: ClassVar[bool] = False
     #: whether a ViT must use patch size = block size with this cipher (an error, not a warning,
     #: when the configured model's patches do not align)
@@ -126,6 +127,11 @@ class Cipher(ABC):
     #: why this key's mode lacks the structure of its class (for the reports of the attacks
     #: that need it), or None
     structure_note: str | None = None
+
+    @property
+    def storage_dtype(self) -> torch.dtype:
+        """dtype of the ciphertexts of uint8 images: what files and shards store."""
+        return torch.uint8
 
     @classmethod
     def fixed_key_options(cls, options: dict[str, Any]) -> dict[str, Any]:

@@ -22,13 +22,24 @@ Encryption of a ``(B, C, H, W)`` batch, values v in [0, 1] (uint8 / 255, or floa
 3. reassemble. Ciphertexts are real-valued, mostly in [-0.5, 1.5], and keep each patch's norm
    around 0.5 (A is orthogonal) but none of its pixel structure.
 
-Storage (option ``storage``): uint8 input gives float32 ciphertexts by default, which decrypt
-back to the exact uint8 image (A is orthogonal to float64 precision and float32 keeps every value
-to ~1e-7); ``float16`` halves the size at a measured cost (experiments/results/frontier/table.md: on 1000
-CIFAR-10 test images at 32/4, errors up to 0.25 of an 8-bit step, rms 0.04, no value off after
-rounding; float32: 1e-4 of a step). Half an 8-bit step is the limit, so float16 is fine for
-storage and training input but leaves no margin; float32 is the default. Float input
-keeps its dtype. Decryption returns [0, 1] values of the input's dtype;
+Storage (option ``storage``, fixed in the key): uint8 input gives ciphertexts of the storage
+dtype, which is what ``vitlearnenc-encrypt`` writes (``.npy`` arrays, CHW) and ``vitlearnenc-pack``
+stores (float shards), so pre-encrypted folders and shards feed the model bit for bit what
+on-device encryption feeds it (tested for both dtypes). **float32 is the default**, because it
+keeps every value to ~1e-7 and so decrypts with a wide margin (measured on 320 CIFAR-10
+images, ``experiments/results/data/storage_bytes.json``: errors up to 1.3e-4 of an 8-bit step
+at 32/4 and 5.3e-4 at 224/16; experiments/results/frontier/table.md: 1e-4 on 1000 test
+images), and exact to the training input of the frontier runs. ``float16`` halves the bytes
+(224x224: 301,184 per ``.npy`` file and 301,114 per shard item, against 602,240 / 602,170 for
+float32, 97,528 for the proposed cipher's PNG and 150,586 for its uint8 shard item) at a
+measured cost: errors up to 0.18 of a step (rms 0.03; 0.25 on the frontier table's 1000
+images), no value off after rounding, but half a step is the limit, so it leaves under 2x
+margin. Its accuracy effect at inference: a float32-trained vit_mini (the frontier sweep's
+orthomix run at step 250, 33.18 % test accuracy) gives the same prediction on all 10,000 CIFAR-10
+test images fed as float16 ciphertexts (``storage_accuracy.json`` beside the byte counts);
+training on float16 is the frontier utility sweep's float16 run. Choose float16 when storage or
+bandwidth is the bottleneck. zstd saves only 11-18 % on either (ciphertexts look like noise).
+Float input keeps its dtype. Decryption returns [0, 1] values of the input's dtype;
 :meth:`LinearPatchCipher.decrypt_uint8` rounds them to the exact image.
 
 Keys hold a 256-bit ``secret`` (32 integers 0..255) and ``block_perm`` (K1); A is expanded from

@@ -1,8 +1,11 @@
 """``vitlearnenc-encrypt`` and ``vitlearnenc-decrypt``: apply a key to image files.
 
 ``IN`` is one image file or a folder tree; ``OUT`` mirrors it with lossless PNGs (same relative
-paths, suffix ``.png``). Run by the data owner before handing images to a provider, who then
-trains with ``cipher=pre_encrypted`` on the encrypted folder.
+paths, suffix ``.png``). Real-valued ciphertexts (orthomix) do not fit 8-bit images: they are
+written as ``.npy`` arrays ``(C, H, W)`` of the key's storage dtype (float32 or float16, see
+:mod:`vitlearnenc.ciphers.orthomix`), and ``vitlearnenc-decrypt`` reads those back into PNGs.
+Run by the data owner before handing images to a provider, who then trains with
+``cipher=pre_encrypted`` on the encrypted folder.
 
 The folder plan, marker checks and batch converter are library code
 (:mod:`vitlearnenc.utils.folder_jobs`); this module parses, streams the batches and reports.
@@ -20,7 +23,8 @@ Design for large folders (tens of thousands of small images):
   temporary files that a killed run left behind. Outputs of batches finished before a failure
   or interruption are kept on purpose: rerunning the same command continues from there.
 - **Marked.** A folder OUT gets a hidden marker ``.vitlearnenc.json`` (method, image size,
-  block size and key fingerprint; no key material) just before its first image. It
+  block size, key fingerprint, ciphertext dtype and shape; no key material) just before its
+  first image. It
   stops a rerun with another key from mixing two keys in one folder, stops encrypting an
   encrypted folder again, tells ``vitlearnenc-decrypt`` which key a folder needs, and lets
   the training data modules refuse a keyed cipher on encrypted images.
@@ -41,14 +45,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vitlearnenc.ciphers import build_cipher, load_key
 from vitlearnenc.cli import image_size_arg, positive_int_arg, run_cli
 from vitlearnenc.utils.folder_jobs import Converter, Job, check_markers, plan_jobs
-from vitlearnenc.utils.imagefiles import (
-    IMAGE_EXTENSIONS,
-    ImageReadError,
-    read_image,
-    read_image_size,
-    remove_stale_temps,
-    write_png_atomic,
-)
+from vitlearnenc.utils.imagefiles import IMAGE_EXTENSIONS, ImageReadError, remove_stale_temps
 from vitlearnenc.utils.markers import write_marker
 
 PROGS = {"encrypt": "vitlearnenc-encrypt", "decrypt": "vitlearnenc-decrypt"}
@@ -64,12 +61,14 @@ def build_parser(direction: str) -> argparse.ArgumentParser:
         "folder tree (searched recursively for "
         + ", ".join(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
         + "; hidden files are skipped); OUT mirrors it with lossless PNGs of the same "
-        "relative names. Grayscale, palette and RGBA images are converted to RGB (alpha is "
-        "dropped). Existing outputs are skipped, so an interrupted run is resumed by "
+        "relative names (.npy float arrays of the key's storage dtype for real-valued "
+        "ciphers such as orthomix). Grayscale, palette and RGBA images are converted to RGB "
+        "(alpha is dropped). Existing outputs are skipped, so an interrupted run is resumed by "
         "running the same command again."
         if encrypting
         else "Decrypt images that vitlearnenc-encrypt made, with the same key. IN is a PNG "
-        "file or a folder tree of them; OUT mirrors it with lossless PNGs. Existing outputs "
+        "file (.npy for real-valued ciphers such as orthomix) or a folder tree of them; OUT "
+        "mirrors it with lossless PNGs. Existing outputs "
         "are skipped, so an interrupted run is resumed by running the same command again."
     )
     parser = argparse.ArgumentParser(prog=PROGS[direction], description=description)
@@ -92,8 +91,9 @@ def build_parser(direction: str) -> argparse.ArgumentParser:
         "output",
         type=Path,
         metavar="OUT",
-        help="output .png file (or existing folder) for a file IN; output folder for a "
-        "folder IN, which must not lie inside IN",
+        help="output .png file (.npy when encrypting with a real-valued cipher), or an "
+        "existing folder, for a file IN; output folder for a folder IN, which must not lie "
+        "inside IN",
     )
     parser.add_argument(
         "--overwrite",
@@ -148,10 +148,12 @@ def _run(args: argparse.Namespace, direction: str) -> int:
     converter = Converter(
         build_cipher(key.method, key=key), direction, getattr(args, "resize", None)
     )
-    jobs = plan_jobs(args.input, args.output)
     folders = args.input.is_dir()
     if folders:
-        check_markers(args.input, args.output, key, direction, args.overwrite)
+        check_markers(
+            args.input, args.output, key, direction, args.overwrite, converter.cipher_dtype
+        )
+    jobs = plan_jobs(args.input, args.output, converter.input_suffixes, converter.output_suffix)
     tally = _Tally()
     if args.input.is_dir() and args.output.is_dir():
         tally.stale_temps = remove_stale_temps(args.output)
@@ -173,15 +175,15 @@ def _run(args: argparse.Namespace, direction: str) -> int:
     with progress:
         task = progress.add_task(f"{direction}ing", total=len(pending))
         for batch in _batches(pending, args.batch_size):
-            readable, images = _read_batch(batch, converter.mode, args.skip_bad, tally)
+            readable, images = _read_batch(batch, converter, args.skip_bad, tally)
             if not readable:
                 continue
             converted = converter(images)
             if unmarked:
-                write_marker(args.output, key)
+                write_marker(args.output, key, converter.cipher_dtype, tuple(converted.shape[1:]))
                 unmarked = False
             for job, image in zip(readable, converted, strict=True):
-                write_png_atomic(image, job.target)
+                converter.write(image, job.target)
                 tally.done += 1
                 progress.advance(task)
 
@@ -198,29 +200,28 @@ def _run(args: argparse.Namespace, direction: str) -> int:
 def _check_headers(
     jobs: list[Job], converter: Converter, skip_bad: bool, tally: _Tally
 ) -> list[Job]:
-    """Jobs whose image headers are readable and of a size the key accepts."""
+    """Jobs whose headers are readable and of a size (and dtype) the key accepts."""
     usable = []
     for job in jobs:
         try:
-            size = read_image_size(job.source)
+            converter.check_header(job.source)
         except ImageReadError as error:
             if not skip_bad:
                 raise _with_fix(error) from None
             tally.record_bad(error)
             continue
-        converter.check_size(job.source, size)
         usable.append(job)
     return usable
 
 
 def _read_batch(
-    batch: list[Job], mode: str, skip_bad: bool, tally: _Tally
+    batch: list[Job], converter: Converter, skip_bad: bool, tally: _Tally
 ) -> tuple[list[Job], list[torch.Tensor]]:
     """Decode a batch (all of it before anything is written, so a bad file writes nothing)."""
     readable, images = [], []
     for job in batch:
         try:
-            images.append(read_image(job.source, mode))
+            images.append(converter.read(job.source))
         except ImageReadError as error:
             if not skip_bad:
                 raise _with_fix(error) from None

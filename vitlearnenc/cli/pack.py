@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pack a labelled image dataset (a folder or .tar/.tar.gz archive with "
         "train/<class>/* and test/<class>/*, or a folder holding torchvision's "
         "cifar-10-batches-py) into litdata shards: one item per image with the encrypted "
-        "uint8 image at the training size, its label and its name, plus a metadata file "
-        "(cipher, sizes, key fingerprint, counts, classes; never the key). The output "
+        "uint8 image at the training size (float32/float16, the key's storage dtype, for "
+        "real-valued ciphers such as orthomix), its label and its name, plus a metadata file "
+        "(cipher, sizes, dtype, key fingerprint, counts, classes; never the key). The output "
         "appears only when the pack is complete.",
     )
     parser.add_argument("source", type=Path, metavar="SRC", help="plain images to pack")
@@ -86,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="parallel worker processes (default: %(default)s)",
     )
     parser.add_argument(
-        "--compression", choices=["zstd"], help="lossless litdata chunk compression"
+        "--compression",
+        choices=["zstd"],
+        help="lossless litdata chunk compression (11-18 %% smaller for float ciphertexts here)",
     )
     parser.add_argument(
         "--chunk-bytes", default="64MB", metavar="B", help="chunk size (default: %(default)s)"

@@ -409,13 +409,19 @@ class EncryptedDataModule(L.LightningDataModule):
         """The plain-domain half of the pipeline: augmentation (if ``train``), then resize.
 
         Args:
-            images: ``(B, C, H, W)`` uint8 batch (0..255) on any device.
+            images: ``(B, C, H, W)`` uint8 batch (0..255) on any device; with
+                ``cipher=pre_encrypted`` also real-valued float ciphertexts, passed through.
             train: apply the training augmentation (when enabled).
             generator: randomness for the augmentation; None uses torch's global RNG.
 
         Returns:
             ``(B, C, S, S)`` uint8 plain images, S = ``image_size`` (or the native size).
         """
+        if images.ndim == 4 and images.is_floating_point() and self.cipher_class.pre_encrypted:
+            # real-valued ciphertexts stored by the data owner (orthomix .npy folders, float
+            # shards): pre_encrypted never augments, and check_native_size made image_size
+            # their stored size, so they pass unchanged, as on-device encryption returns them
+            return images
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise TypeError(
                 f"the pipeline takes (B, C, H, W) uint8 batches, got {images.dtype} "

@@ -26,20 +26,23 @@ from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRando
 
 from vitlearnenc.errors import InputError
 
+_DTYPES = (torch.uint8, torch.float32, torch.float16)
+
 
 class UInt8ImageDataset(Dataset[dict[str, torch.Tensor]]):
     """Images plus per-image fields (``label``, ``index``, ...), returned as dicts.
 
     Args:
-        images: ``(N, C, H, W)`` uint8 tensor (0..255) on the CPU.
+        images: ``(N, C, H, W)`` uint8 tensor (0..255) on the CPU; or float32/float16 for
+            real-valued ciphertexts stored by the data owner (orthomix, ``cipher=pre_encrypted``).
         **fields: tensors with first dimension N (e.g. ``label=`` int64 ``(N,)``).
     """
 
     def __init__(self, images: torch.Tensor, **fields: torch.Tensor) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4:
+        if images.dtype not in _DTYPES or images.ndim != 4:
             raise InputError(
-                f"images must be a (N, C, H, W) uint8 tensor, got {images.dtype} "
-                f"{tuple(images.shape)}"
+                f"images must be a (N, C, H, W) uint8 (or float32/float16 ciphertext) tensor, "
+                f"got {images.dtype} {tuple(images.shape)}"
             )
         for name, values in fields.items():
             if values.shape[0] != images.shape[0]:

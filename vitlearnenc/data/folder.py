@@ -36,7 +36,7 @@ import torch
 
 from vitlearnenc.data.base import DatasetNotFoundError, EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset
-from vitlearnenc.data.imagestore import LoadedTree, load_tree, probe_size
+from vitlearnenc.data.imagestore import ArrayFormat, LoadedTree, load_tree, probe_size
 from vitlearnenc.errors import InputError
 from vitlearnenc.utils.logging import RankedLogger
 from vitlearnenc.utils.markers import MARKER_NAME, find_marker
@@ -83,7 +83,8 @@ class ImageFolderDataModule(EncryptedDataModule):
         self.predict_files: list[str] = []
         self._labelled: dict[str, UInt8ImageDataset] | None = None
         self._handed_over: set[str] = set()  # splits load_split returned (and dropped)
-        self._marker_checked: set[Path] = set()
+        #: roots whose marker was checked, with the array format of real-valued ciphertexts
+        self._marker_checked: dict[Path, ArrayFormat | None] = {}
 
     @property
     def dataset_class_names(self) -> list[str] | None:
@@ -97,11 +98,13 @@ class ImageFolderDataModule(EncryptedDataModule):
 
     def native_size(self, stage: str | None) -> tuple[int, int]:
         if stage == "predict":
-            return probe_size(self._predict_source(), [""])
+            source = self._predict_source()
+            return probe_size(source, [""], self._marker_checked.get(source))
         order = (
             [self.test_dir, self.train_dir] if stage == "test" else [self.train_dir, self.test_dir]
         )
-        return probe_size(self._root(), order)
+        root = self._root()
+        return probe_size(root, order, self._marker_checked.get(root))
 
     def load_split(self, split: str) -> UInt8ImageDataset:
         folders = {"train": self.train_dir, "test": self.test_dir}
@@ -122,8 +125,9 @@ class ImageFolderDataModule(EncryptedDataModule):
         return self._labelled.pop(split)
 
     def load_predict(self) -> UInt8ImageDataset:
+        source = self._predict_source()
         dataset, self.predict_files = _load_unlabelled(
-            self._predict_source(), self._predict_resize()
+            source, self._predict_resize(), self._marker_checked.get(source)
         )
         return dataset
 
@@ -158,15 +162,17 @@ class ImageFolderDataModule(EncryptedDataModule):
 
     def _check_marker(self, root: Path, splits: list[Path]) -> None:
         """Refuse a keyed cipher on images that ``vitlearnenc-encrypt`` already encrypted, and
-        warn where ``cipher=pre_encrypted``/``plain`` do not match what the folder holds (once per root).
+        warn where ``cipher=pre_encrypted``/``plain`` do not match what the folder holds (once per
+        root); remember the array format of a folder of real-valued ciphertexts.
 
         Raises:
-            ValueError: the folder is marked as encrypted and the cipher needs a key.
+            ValueError: the folder is marked as encrypted and the cipher needs a key, or it
+                holds real-valued ciphertexts and the cipher is not ``pre_encrypted``.
         """
         if root in self._marker_checked or not root.is_dir():
             return
-        self._marker_checked.add(root)
         marker = find_marker([root, *splits, *root.resolve().parents])
+        self._marker_checked[root] = None
         name = self.cipher_name
         if marker is not None and self.cipher_class.keyed:
             raise InputError(
@@ -174,6 +180,16 @@ class ImageFolderDataModule(EncryptedDataModule):
                 f"({marker.describe()}); encrypting it again with cipher={name} is not the "
                 "method: use cipher=pre_encrypted (key=none) to train on it, or point data.root to the "
                 "plain images"
+            )
+        if marker is not None and marker.real_valued:
+            if not self.cipher_class.pre_encrypted:
+                raise InputError(
+                    f"{marker.path.parent} holds real-valued ciphertexts ({marker.describe()}, "
+                    f".npy files), not images; cipher={name} cannot use them: train on them with "
+                    "cipher=pre_encrypted (key=none)"
+                )
+            self._marker_checked[root] = ArrayFormat(
+                marker.dtype, marker.shape, source=str(marker.path)
             )
         if marker is None and self.cipher_class.pre_encrypted:
             log.warning(
@@ -192,7 +208,12 @@ class ImageFolderDataModule(EncryptedDataModule):
 
     def _load_labelled(self) -> dict[str, UInt8ImageDataset]:
         root = self._root()
-        trees = load_tree(root, [self.train_dir, self.test_dir], accept=lambda name: "/" in name)
+        trees = load_tree(
+            root,
+            [self.train_dir, self.test_dir],
+            accept=lambda name: "/" in name,
+            arrays=self._marker_checked.get(root),
+        )
         splits = {"train": self.train_dir, "test": self.test_dir}
         class_source = self.train_dir if _class_folders(trees[self.train_dir]) else self.test_dir
         classes = _class_folders(trees[class_source])
@@ -260,7 +281,8 @@ class PredictFolderDataModule(ImageFolderDataModule):
         super().__init__(root=None, name=name, predict_dir=root, **kwargs)
 
     def native_size(self, stage: str | None) -> tuple[int, int]:
-        return probe_size(self._predict_source(), [""])
+        source = self._predict_source()
+        return probe_size(source, [""], self._marker_checked.get(source))
 
     def load_split(self, split: str) -> UInt8ImageDataset:
         raise RuntimeError(
@@ -270,10 +292,11 @@ class PredictFolderDataModule(ImageFolderDataModule):
 
 
 def _load_unlabelled(
-    source: Path, resize_to: tuple[int, int] | None
+    source: Path, resize_to: tuple[int, int] | None, arrays: ArrayFormat | None
 ) -> tuple[UInt8ImageDataset, list[str]]:
-    """Every image under ``source`` with an ``index`` field, and the relative file paths."""
-    tree = load_tree(source, [""], resize_to=resize_to)[""]
+    """Every image (or ``arrays`` file) under ``source`` with an ``index`` field, and the
+    relative file paths."""
+    tree = load_tree(source, [""], resize_to=resize_to, arrays=arrays)[""]
     _warn_failures(tree, str(source))
     if not tree.names:
         raise DatasetNotFoundError(f"no decodable image files under {source}")

@@ -9,6 +9,11 @@ decoder of ``vitlearnenc-encrypt``, so a file decodes to the same bytes on both 
 Decoding is sequential: for small images such as CIFAR's it is bound by Python overhead, and
 a thread pool measured no faster (it helps only for large images, ~2x on two cores for
 224x224 PNGs).
+
+Folders of real-valued ciphertexts (``.npy`` arrays from ``vitlearnenc-encrypt`` with an
+orthomix key) load through :func:`load_tree` too, given the :class:`ArrayFormat` their marker
+records: every header is checked against it before anything is loaded, and each file is read
+straight into its row of one preallocated float tensor.
 """
 
 from __future__ import annotations
@@ -25,14 +30,19 @@ import torch
 from vitlearnenc.errors import InputError
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.imagefiles import (
+    ARRAY_DTYPES,
+    ARRAY_SUFFIX,
     IMAGE_EXTENSIONS,
     ImageReadError,
     list_images,
+    read_array_header,
+    read_array_into,
     read_image,
     read_image_size,
 )
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_ARRAY_SUFFIXES = frozenset({ARRAY_SUFFIX})
 
 # a decoding job: the path of a file, or the raw bytes of an archive member
 _Job = Path | bytes
@@ -100,14 +110,27 @@ def decode_tree(
     return trees
 
 
-def probe_size(source: str | os.PathLike[str], subfolders: Sequence[str]) -> tuple[int, int]:
-    """(H, W) of the first readable image file under the first of ``subfolders`` that has
-    one; only headers are decoded (plus, for an archive, the stream up to that file).
+def probe_size(
+    source: str | os.PathLike[str],
+    subfolders: Sequence[str],
+    arrays: ArrayFormat | None = None,
+) -> tuple[int, int]:
+    """(H, W) of the first readable image file (``.npy`` file with ``arrays``) under the first
+    of ``subfolders`` that has one; only headers are decoded (plus, for an archive, the stream
+    up to that file).
 
     Raises:
         FileNotFoundError: no readable image file is found.
     """
     source = Path(source)
+    if arrays is not None:
+        for _, _, path in _iter_folder(_array_folder(source), subfolders, _ARRAY_SUFFIXES):
+            try:
+                shape, _ = read_array_header(path)
+            except ImageReadError:
+                continue
+            return int(shape[-2]), int(shape[-1])
+        raise FileNotFoundError(f"no readable .npy files under {_describe(source, subfolders)}")
     if is_archive(source):
         candidates: Iterator[Path | io.BytesIO] = (
             io.BytesIO(data) for _, _, data in _iter_archive(source, subfolders)
@@ -132,14 +155,16 @@ def _decode(job: _Job) -> torch.Tensor | str:
         return str(error).removeprefix(f"{handle}: ")  # the caller names the file itself
 
 
-def _iter_folder(root: Path, subfolders: Sequence[str]) -> Iterator[tuple[str, str, Path]]:
-    """Yield ``(subfolder, name, path)`` for the image files of a folder tree."""
+def _iter_folder(
+    root: Path, subfolders: Sequence[str], suffixes: frozenset[str] = IMAGE_EXTENSIONS
+) -> Iterator[tuple[str, str, Path]]:
+    """Yield ``(subfolder, name, path)`` for the image (or ``suffixes``) files of a tree."""
     if not root.is_dir():
         raise InputError(f"{root} is neither a folder nor a .tar/.tar.gz archive")
     for sub in subfolders:
         folder = root / sub
         if folder.is_dir():
-            for path in list_images(folder):
+            for path in list_images(folder, suffixes):
                 yield sub, path.relative_to(folder).as_posix(), path
 
 
@@ -220,6 +245,31 @@ class LoadedTree:
     ignored: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ArrayFormat:
+    """Real-valued ciphertexts stored as ``.npy`` arrays (what a folder's marker records).
+
+    Attributes:
+        dtype: ``float32`` or ``float16``.
+        shape: ``(C, H, W)`` of every file (None: only the dtype is checked).
+        source: where this was read, for messages (e.g. the marker's path).
+    """
+
+    dtype: str
+    shape: tuple[int, int, int] | None = None
+    source: str = "the folder marker"
+
+    def check(self, path: Path, shape: tuple[int, ...], dtype: str) -> None:
+        """Raise a one-line :class:`InputError` if a header differs from the format."""
+        if dtype != self.dtype or (self.shape is not None and shape != self.shape):
+            expected = "x".join(map(str, self.shape)) if self.shape else "any shape"
+            raise InputError(
+                f"{path} holds {dtype} {'x'.join(map(str, shape))} but {self.source} says "
+                f"{self.dtype} {expected}; the folder mixes outputs of different keys: "
+                "re-encrypt it into a new folder with vitlearnenc-encrypt"
+            )
+
+
 class MixedSizesError(InputError):
     """A split holds images of different sizes (found from the headers, before decoding)."""
 
@@ -229,8 +279,10 @@ def load_tree(
     subfolders: Sequence[str],
     accept: Callable[[str], bool] = lambda name: True,
     resize_to: tuple[int, int] | None = None,
+    arrays: ArrayFormat | None = None,
 ) -> dict[str, LoadedTree]:
-    """Decode each subfolder into one preallocated ``(N, 3, H, W)`` tensor.
+    """Decode each subfolder into one preallocated ``(N, 3, H, W)`` tensor (uint8; with
+    ``arrays``, the ``.npy`` files into ``(N, C, H, W)`` of their float dtype).
 
     Why not :func:`decode_tree` and ``torch.stack``: that holds every image twice at the
     peak (the list and the stack). Here a first pass reads only headers, so the sizes are
@@ -243,16 +295,21 @@ def load_tree(
         subfolders: as for :func:`decode_tree`.
         accept: which names (relative to their subfolder) to load.
         resize_to: ``(H, W)`` to resize all images to when a subfolder holds several sizes
-            (bilinear, as on the device); None requires one size per subfolder.
+            (bilinear, as on the device); None requires one size per subfolder. Not for
+            arrays (ciphertexts are never resized).
+        arrays: load the ``.npy`` ciphertexts of this format instead of images (folders only).
 
     Raises:
         MixedSizesError: with ``resize_to`` None, two sizes in one subfolder; the message
             names a file of each.
+        InputError: an array file whose header differs from ``arrays``.
         FileNotFoundError, ValueError: as :func:`decode_tree`.
     """
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
+    if arrays is not None:
+        return _load_array_tree(_array_folder(source), subfolders, accept, arrays)
     sizes: dict[str, dict[str, tuple[int, int]]] = {sub: {} for sub in subfolders}
     trees = {sub: LoadedTree([], torch.empty(0, 3, 0, 0, dtype=torch.uint8)) for sub in subfolders}
     for sub, name, job in _iter_source(source, subfolders):
@@ -312,14 +369,73 @@ def _decode_into(
         tree.images[row] = result
     for sub, bad in failed.items():
         if bad:
-            tree = trees[sub]
-            keep = [row for row in range(len(tree.names)) if row not in bad]
-            for new, old in enumerate(keep):
-                if new != old:
-                    tree.images[new] = tree.images[old]
-            tree.images = tree.images[: len(keep)]
-            tree.names = [tree.names[row] for row in keep]
-            tree.failures.sort()
+            _close_rows(trees[sub], bad)
+
+
+def _array_folder(source: Path) -> Path:
+    if is_archive(source):
+        raise InputError(
+            f"{source}: .npy ciphertexts are read from folders only; extract the archive"
+        )
+    return source
+
+
+def _load_array_tree(
+    source: Path, subfolders: Sequence[str], accept: Callable[[str], bool], arrays: ArrayFormat
+) -> dict[str, LoadedTree]:
+    """:func:`load_tree` for ``.npy`` ciphertexts: headers first (every one checked against
+    ``arrays``, one shape per subfolder), then each file read into its preallocated row."""
+    found: dict[str, dict[str, tuple[Path, tuple[int, ...]]]] = {sub: {} for sub in subfolders}
+    trees = {
+        sub: LoadedTree([], torch.empty(0, dtype=ARRAY_DTYPES[arrays.dtype])) for sub in subfolders
+    }
+    for sub, name, path in _iter_folder(source, subfolders, _ARRAY_SUFFIXES):
+        if not accept(name):
+            trees[sub].ignored.append(name)
+            continue
+        try:
+            shape, dtype = read_array_header(path)
+        except ImageReadError as error:
+            trees[sub].failures.append((name, str(error).removeprefix(f"{path}: ")))
+            continue
+        arrays.check(path, shape, dtype)
+        found[sub][name] = (path, shape)
+    for sub, files in found.items():
+        tree = trees[sub]
+        tree.names = sorted(files, key=lambda name: tuple(name.split("/")))
+        tree.failures.sort()
+        shape = files[tree.names[0]][1] if tree.names else (3, 0, 0)
+        odd = next((name for name in tree.names if files[name][1] != shape), None)
+        if odd is not None:
+            where = source / sub if sub else source
+            raise MixedSizesError(
+                f"{where}/{odd} holds {'x'.join(map(str, files[odd][1]))} but {where}/"
+                f"{tree.names[0]} holds {'x'.join(map(str, shape))}; all ciphertexts of a "
+                "split must have one shape: encrypt them with one key (vitlearnenc-encrypt "
+                "--resize S)"
+            )
+        tree.images = torch.empty((len(tree.names), *shape), dtype=ARRAY_DTYPES[arrays.dtype])
+        failed = set()
+        for row, name in enumerate(tree.names):
+            try:
+                read_array_into(files[name][0], tree.images[row])
+            except ImageReadError as error:  # changed or truncated since its header was read
+                tree.failures.append((name, str(error).removeprefix(f"{files[name][0]}: ")))
+                failed.add(row)
+        if failed:
+            _close_rows(tree, failed)
+    return trees
+
+
+def _close_rows(tree: LoadedTree, bad: set[int]) -> None:
+    """Drop the rows ``bad`` of a loaded tree in place (no second tensor)."""
+    keep = [row for row in range(len(tree.names)) if row not in bad]
+    for new, old in enumerate(keep):
+        if new != old:
+            tree.images[new] = tree.images[old]
+    tree.images = tree.images[: len(keep)]
+    tree.names = [tree.names[row] for row in keep]
+    tree.failures.sort()
 
 
 def _iter_source(source: Path, subfolders: Sequence[str]) -> Iterator[tuple[str, str, _Job]]:

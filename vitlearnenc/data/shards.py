@@ -8,6 +8,11 @@ fingerprint, counts, classes; never key material). One item per image::
     {"image": (3, S, S) uint8 CHW tensor at the training size (encrypted unless plain),
      "label": int, "name": "<class>/<file>" relative to its split folder}
 
+Real-valued ciphertexts (orthomix) are stored as float32 or float16 tensors, the key's storage
+dtype, recorded as ``dtype`` in the metadata. litdata serialises tensors as their raw bytes, and
+its only compression (``zstd``) is lossless, so the stored values are bit for bit what the
+cipher returned; nothing lossy (such as litdata's JPEG serialiser for PIL images) is used.
+
 Design choices (why it is written this way):
 
 - **litdata.optimize** does the parallel writing and the chunk format that
@@ -49,7 +54,7 @@ from vitlearnenc.ciphers import Cipher, build_cipher, get_cipher_class, load_key
 from vitlearnenc.data.imagestore import _iter_archive, is_archive
 from vitlearnenc.utils.files import write_json_atomic
 from vitlearnenc.utils.image_ops import resize_uint8
-from vitlearnenc.utils.imagefiles import ImageReadError, list_images, read_image
+from vitlearnenc.utils.imagefiles import ImageReadError, dtype_name, list_images, read_image
 from vitlearnenc.utils.markers import MARKER_NAME, MarkerError, find_marker
 
 #: the metadata file in a packed output; its presence marks the output as complete
@@ -58,6 +63,8 @@ _WRITER = "vitlearnenc-pack"
 _VERSION = 1
 RESIZE_MODES = ("resize", "shorter-center-crop")
 SPLITS = ("train", "val", "test")
+#: dtypes of stored images: uint8 images, or real-valued ciphertexts (never lossy-compressed)
+SHARD_DTYPES = ("uint8", "float32", "float16")
 _CIFAR_FOLDERS = {"cifar-10-batches-py": "cifar10", "cifar-100-python": "cifar100"}
 
 
@@ -85,6 +92,9 @@ class ShardMetadata:
         shuffle_seed: seed of the pre-packing shuffle (and the val split); None = sorted order.
         compression: litdata chunk compression (None or e.g. ``zstd``).
         skipped: corrupt source images left out (``skip_bad``).
+        dtype: dtype of every stored image: ``uint8``, or ``float32``/``float16`` for
+            real-valued ciphertexts (the key's storage dtype); metadata written before this
+            field existed reads as ``uint8``.
     """
 
     cipher: str
@@ -98,12 +108,15 @@ class ShardMetadata:
     shuffle_seed: int | None
     compression: str | None = None
     skipped: int = 0
+    dtype: str = "uint8"
 
     def describe(self) -> str:
-        """One line for messages, e.g. ``proposed, 224x224, block 16, key 0123456789ab``."""
+        """One line for messages, e.g. ``proposed, 224x224, block 16, key 0123456789ab``
+        (``orthomix, 224x224, block 16, float32, key ...`` for real-valued ciphertexts)."""
         height, width = self.image_size
         key = f"key {self.key_fingerprint}" if self.keyed else "plain images"
-        return f"{self.cipher}, {height}x{width}, block {self.block_size}, {key}"
+        stored = "" if self.dtype == "uint8" else f"{self.dtype}, "
+        return f"{self.cipher}, {height}x{width}, block {self.block_size}, {stored}{key}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -128,12 +141,19 @@ class ShardMetadata:
                 shuffle_seed=data["shuffle_seed"],
                 compression=data.get("compression"),
                 skipped=int(data.get("skipped", 0)),
+                dtype=_known_dtype(data.get("dtype", "uint8")),
             )
         except (AttributeError, KeyError, TypeError, ValueError):
             raise ShardMetadataError(
                 f"{source} is not a metadata file written by {_WRITER}; pack the data with "
                 f"{_WRITER}"
             ) from None
+
+
+def _known_dtype(name: object) -> str:
+    if name not in SHARD_DTYPES:
+        raise ValueError(f"unknown dtype {name!r}")
+    return str(name)
 
 
 def join_uri(root: str, *parts: str) -> str:
@@ -475,7 +495,7 @@ def pack(
     Raises:
         PackError: bad input (nothing is left at ``output``).
     """
-    cipher_name, key_fingerprint, image_size, block_size = _resolve_cipher(source, options)
+    cipher_name, key_fingerprint, image_size, block_size, dtype = _resolve_cipher(source, options)
     _check_paths(source, output, options.overwrite)
     staging = output.parent / f".{output.name}.partial-{secrets.token_hex(4)}"
     for stale in output.parent.glob(f".{output.name}.partial-*"):
@@ -522,6 +542,7 @@ def pack(
             shuffle_seed=options.seed,
             compression=options.compression,
             skipped=skipped,
+            dtype=dtype,
         )
         write_json_atomic(metadata.to_dict(), staging / METADATA_NAME)
         _move_into_place(staging, output)
@@ -533,19 +554,14 @@ def pack(
 
 def _resolve_cipher(
     source: Path, options: PackOptions
-) -> tuple[str, str | None, tuple[int, int] | None, int | None]:
-    """(cipher name, key fingerprint, stored size, block size) from the key file or options."""
+) -> tuple[str, str | None, tuple[int, int] | None, int | None, str]:
+    """(cipher name, key fingerprint, stored size, block size, stored dtype) from the key file
+    or options."""
     if not source.exists():
         raise PackError(f"{source} does not exist")
     _refuse_encrypted(source)
     if options.key_file is not None:
         key = load_key(options.key_file)
-        if get_cipher_class(key.method).real_valued_ciphertexts:
-            raise PackError(
-                f"the {key.method} cipher gives real-valued ciphertexts, which uint8 shards cannot "
-                "hold; pack plain images (--cipher plain) and let the training run encrypt on "
-                "the device"
-            )
         if options.cipher is not None and options.cipher != key.method:
             raise PackError(
                 f"--cipher {options.cipher} but {options.key_file} is a {key.method!r} key; "
@@ -562,7 +578,8 @@ def _resolve_cipher(
                 f"--block-size {options.block_size} but the key was made for block size "
                 f"{key.block_size}"
             )
-        return key.method, key.fingerprint, key.image_size, key.block_size
+        dtype = dtype_name(build_cipher(key.method, key=key).storage_dtype)
+        return key.method, key.fingerprint, key.image_size, key.block_size, dtype
     if options.cipher is None:
         raise PackError(
             "give --key KEY (from vitlearnenc-keygen), or --cipher plain for plain shards"
@@ -575,7 +592,7 @@ def _resolve_cipher(
             f"--cipher {options.cipher} packs nothing the provider could use; pack plain images "
             "with --cipher plain or encrypt them with --key KEY"
         )
-    return cls.name, None, options.resize, options.block_size
+    return cls.name, None, options.resize, options.block_size, "uint8"
 
 
 def _refuse_encrypted(source: Path) -> None:

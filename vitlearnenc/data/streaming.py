@@ -13,6 +13,12 @@ Before any batch, :meth:`StreamingDataModule.setup` checks the shards' metadata 
 config (ciphertexts vs a keyed or plain cipher, block size, image size, the key fingerprint
 when one is expected) and that every chunk is present at its full size.
 
+Real-valued ciphertexts (orthomix) are stored as float32 or float16 tensors (the key's storage
+dtype, recorded in the metadata); with ``cipher=pre_encrypted`` they pass the pipeline
+unchanged and are normalised exactly as on-device encryption's output. Every batch's dtype is
+checked against the metadata (litdata's index does not record it), so chunks of another pack
+fail at their first batch with the reason.
+
 Splits across ranks: training drops the tail so every rank gets the same number of batches
 (DDP needs that); evaluation drops nothing, so every image is seen exactly once and ranks may
 differ by a batch (nothing syncs per step; metrics sync at the end of the epoch).
@@ -34,6 +40,7 @@ from vitlearnenc.data.shards import (
     join_uri,
     read_metadata,
 )
+from vitlearnenc.utils.imagefiles import dtype_name
 from vitlearnenc.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
@@ -128,6 +135,11 @@ class StreamingDataModule(EncryptedDataModule):
         """
         meta, root, name = self.metadata, self.root, self.cipher_name
         if meta.keyed:
+            if not self.cipher_class.pre_encrypted and meta.dtype != "uint8":
+                raise ShardMetadataError(
+                    f"{root} holds real-valued {meta.dtype} ciphertexts ({meta.describe()}), not "
+                    f"images; cipher={name} cannot use them: use cipher=pre_encrypted key=none"
+                )
             if not self.cipher_class.pre_encrypted:
                 raise ShardMetadataError(
                     f"{root} holds images already encrypted by the data owner ({meta.describe()});"
@@ -255,6 +267,17 @@ class StreamingDataModule(EncryptedDataModule):
         fresh = self._dataset(split)
         setattr(self, f"{split}_set", fresh)
         return fresh
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Check the batch's dtype against the metadata, then run the pipeline."""
+        stored = dtype_name(batch["image"].dtype)
+        if stored != self.metadata.dtype:
+            raise ShardMetadataError(
+                f"{self.root} streams {stored} images but its metadata says "
+                f"{self.metadata.dtype} ({self.metadata.describe()}); the chunks come from "
+                "another pack: copy the whole packed output again"
+            )
+        return super().on_after_batch_transfer(batch, dataloader_idx)
 
     def val_dataloader(self) -> Any:
         """The packed ``val`` split; no loaders when the shards have none."""

@@ -1,5 +1,9 @@
-"""Folder encryption jobs: which files become which PNGs, which folder markers forbid a run,
-and the batch converter of ``vitlearnenc-encrypt``/``vitlearnenc-decrypt``.
+"""Folder encryption jobs: which files become which outputs, which folder markers forbid a
+run, and the batch converter of ``vitlearnenc-encrypt``/``vitlearnenc-decrypt``.
+
+Ciphertexts are PNG images, or ``.npy`` arrays of the cipher's storage dtype for real-valued
+ciphertexts (orthomix: float32 or float16, see :mod:`vitlearnenc.utils.imagefiles`); the
+:class:`Converter` knows which files it reads and writes.
 
 Library code so that other tools (and tests) plan and check a folder run exactly as the
 console scripts do; the scripts only parse arguments, stream the batches and report.
@@ -16,33 +20,58 @@ import torch
 from vitlearnenc.ciphers import Cipher, CipherKey
 from vitlearnenc.errors import InputError
 from vitlearnenc.utils.image_ops import resize_uint8
-from vitlearnenc.utils.imagefiles import IMAGE_EXTENSIONS, list_images
+from vitlearnenc.utils.imagefiles import (
+    ARRAY_SUFFIX,
+    IMAGE_EXTENSIONS,
+    dtype_name,
+    list_images,
+    read_array_header,
+    read_array_into,
+    read_image,
+    read_image_size,
+    write_array_atomic,
+    write_png_atomic,
+)
 from vitlearnenc.utils.markers import MARKER_NAME, MarkerError, read_marker
 
 
 @dataclass(frozen=True)
 class Job:
-    """One input file and the PNG it becomes."""
+    """One input file and the file (PNG or ``.npy``) it becomes."""
 
     source: Path
     target: Path
 
 
-def plan_jobs(source: Path, target: Path) -> list[Job]:
+def plan_jobs(
+    source: Path,
+    target: Path,
+    input_suffixes: frozenset[str] = IMAGE_EXTENSIONS,
+    output_suffix: str = ".png",
+) -> list[Job]:
     """The (input, output) pairs for ``IN`` and ``OUT``; checks every path rule before
     anything is written.
 
+    Args:
+        source: ``IN``, a file or a folder searched for ``input_suffixes``.
+        target: ``OUT``, mirroring ``IN`` with ``output_suffix`` files.
+        input_suffixes: file suffixes to convert (images, or ``{".npy"}`` arrays).
+        output_suffix: ``".png"`` or ``".npy"``.
+
     Raises:
         FileNotFoundError: ``source`` does not exist.
-        InputError: ``target`` inside ``source``, an unusable ``target``, no images, or two
-            inputs that would write the same PNG.
+        InputError: ``target`` inside ``source``, an unusable ``target``, no inputs, or two
+            inputs that would write the same output.
     """
+    kind = "PNGs" if output_suffix == ".png" else f"{output_suffix} arrays"
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
     if not source.is_dir():
-        out = target / f"{source.stem}.png" if target.is_dir() else target
-        if out.suffix.lower() != ".png":
-            raise InputError(f"OUT {target} must be a .png file or a folder (outputs are PNGs)")
+        out = target / f"{source.stem}{output_suffix}" if target.is_dir() else target
+        if out.suffix.lower() != output_suffix:
+            raise InputError(
+                f"OUT {target} must be a {output_suffix} file or a folder (outputs are {kind})"
+            )
         if out.resolve() == source.resolve():
             raise InputError(f"OUT {out} is IN itself; choose another output path")
         return [Job(source, out)]
@@ -51,15 +80,16 @@ def plan_jobs(source: Path, target: Path) -> list[Job]:
         raise InputError(f"OUT {target} is inside IN {source}; choose a folder outside the input")
     if target.exists() and not target.is_dir():
         raise InputError(f"OUT {target} is a file, but IN {source} is a folder; give a folder")
-    sources = list_images(source)
+    sources = list_images(source, input_suffixes)
     if not sources:
+        what = "images" if input_suffixes == IMAGE_EXTENSIONS else "ciphertext arrays"
         raise InputError(
-            f"no images found in {source} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            f"no {what} found in {source} (looked for {', '.join(sorted(input_suffixes))})"
         )
     jobs: list[Job] = []
     seen: dict[Path, Path] = {}
     for path in sources:
-        out = target / path.relative_to(source).with_suffix(".png")
+        out = target / path.relative_to(source).with_suffix(output_suffix)
         if out in seen:
             raise InputError(f"{seen[out]} and {path} would both become {out}; rename one of them")
         seen[out] = path
@@ -68,7 +98,12 @@ def plan_jobs(source: Path, target: Path) -> list[Job]:
 
 
 def check_markers(
-    source: Path, target: Path, key: CipherKey, direction: str, overwrite: bool
+    source: Path,
+    target: Path,
+    key: CipherKey,
+    direction: str,
+    overwrite: bool,
+    dtype: str = "uint8",
 ) -> None:
     """Refuse folder runs that would mix keys or stack encryptions, from the markers that
     ``vitlearnenc-encrypt`` leaves in its output folders (see :mod:`vitlearnenc.utils.markers`).
@@ -76,7 +111,9 @@ def check_markers(
     Raises:
         InputError: encrypting an encrypted folder, continuing an OUT made with another key
             (unless ``overwrite``), decrypting with another key than the folder's, or
-            decrypting into an encrypted folder.
+            decrypting into an encrypted folder; continuing an OUT that holds ciphertexts of
+            another ``dtype`` (the storage dtype: uint8 PNGs or float ``.npy``), even with
+            ``overwrite``, as PNG and ``.npy`` files of one image would then sit side by side.
     """
     try:
         source_marker, target_marker = read_marker(source), read_marker(target)
@@ -87,6 +124,12 @@ def check_markers(
             raise InputError(
                 f"IN {source} is already encrypted by vitlearnenc-encrypt "
                 f"({source_marker.describe()}); encrypt the plain images instead"
+            )
+        if target_marker is not None and target_marker.dtype != dtype:
+            raise InputError(
+                f"OUT {target} holds {target_marker.dtype} ciphertexts "
+                f"({target_marker.describe()}), but key {key.fingerprint} makes {dtype} ones; "
+                "choose another OUT"
             )
         if (
             target_marker is not None
@@ -114,19 +157,22 @@ def check_markers(
 class Converter:
     """Encrypts or decrypts lists of image tensors with one key, one batch at a time.
 
-    Knows which images it accepts (:meth:`check_size`) and how to decode them (``mode``), so
-    that files can be validated from their headers before any work is done.
+    Knows which files it reads and writes (PNG images, or ``.npy`` arrays for real-valued
+    ciphertexts) and which it accepts (:meth:`check_header`), so that files can be validated
+    from their headers before any work is done.
     """
 
     def __init__(self, cipher: Cipher, direction: str, resize: tuple[int, int] | None) -> None:
         key = cipher.key
         self.cipher, self.direction, self.resize = cipher, direction, resize
-        if cipher.real_valued_ciphertexts:
-            raise InputError(
-                f"the {key.method} cipher gives real-valued ciphertexts, which 8-bit image files "
-                f"cannot hold; let the training run encrypt on the device instead (cipher="
-                f"{key.method} key=file key.path=KEY on the plain images)"
-            )
+        #: ciphertext files: dtype name ("uint8" for PNG images) and (C, H, W) for 3-channel input
+        self.cipher_dtype = dtype_name(cipher.storage_dtype)
+        self.cipher_shape = cipher.output_shape(3)
+        arrays = cipher.real_valued_ciphertexts
+        self.input_suffixes = (
+            frozenset({ARRAY_SUFFIX}) if arrays and direction == "decrypt" else IMAGE_EXTENSIONS
+        )
+        self.output_suffix = ARRAY_SUFFIX if arrays and direction == "encrypt" else ".png"
         if direction == "decrypt":
             if not cipher.invertible:
                 raise InputError(
@@ -134,7 +180,7 @@ class Converter:
                     "decrypted: this cipher (mode) has no exact inverse, e.g. PE with a fresh "
                     "key per image"
                 )
-            channels, height, width = cipher.output_shape(3)
+            channels, height, width = self.cipher_shape
             self.expected: tuple[int, int] | None = (height, width)
             self.mode = "L" if channels == 1 else "RGB"
         else:
@@ -145,6 +191,30 @@ class Converter:
                 )
             self.expected = None if resize is not None else key.image_size
             self.mode = "RGB"
+
+    @property
+    def reads_arrays(self) -> bool:
+        return self.input_suffixes == frozenset({ARRAY_SUFFIX})
+
+    def check_header(self, path: Path) -> None:
+        """Read ``path``'s header and check that the file can be used.
+
+        Raises:
+            ImageReadError: the header cannot be read.
+            InputError: (one line) a size, or for arrays a dtype or shape, the key cannot use.
+        """
+        if not self.reads_arrays:
+            self.check_size(path, read_image_size(path))
+            return
+        shape, dtype = read_array_header(path)
+        expected = (self.cipher_shape, self.cipher_dtype)
+        if (shape, dtype) != expected:
+            key = self.cipher.key
+            raise InputError(
+                f"{path} holds {dtype} {_shape_text(shape)}, but key {key.fingerprint} makes "
+                f"{expected[1]} {_shape_text(expected[0])} ciphertexts; decrypt with the key "
+                "that encrypted it"
+            )
 
     def check_size(self, path: Path, size: tuple[int, int]) -> None:
         """Raise a one-line :class:`InputError` if an image of ``size`` (H, W) cannot be used."""
@@ -169,10 +239,34 @@ class Converter:
             "to resize before encrypting"
         )
 
+    def read(self, path: Path) -> torch.Tensor:
+        """One input file as a ``(C, H, W)`` tensor (uint8 image or stored ciphertext array).
+
+        Raises:
+            ImageReadError: the file cannot be decoded (or, for arrays, differs from its
+                checked header).
+        """
+        if not self.reads_arrays:
+            return read_image(path, self.mode)
+        out = torch.empty(self.cipher_shape, dtype=self.cipher.storage_dtype)
+        read_array_into(path, out)
+        return out
+
+    def write(self, image: torch.Tensor, path: Path) -> None:
+        """Write one converted ``(C, H, W)`` tensor atomically (PNG or ``.npy``)."""
+        if self.output_suffix == ARRAY_SUFFIX:
+            write_array_atomic(image, path)
+        else:
+            write_png_atomic(image, path)
+
     def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """``(C, H, W)`` uint8 tensors -> one ``(B, C', H', W')`` uint8 batch, one gather."""
+        """``(C, H, W)`` tensors -> one ``(B, C', H', W')`` batch, one gather: uint8 plain
+        images to ciphertexts of the storage dtype, or ciphertexts to uint8 images."""
         if self.direction == "decrypt":
-            return self.cipher.decrypt(torch.stack(images))
+            batch = torch.stack(images)
+            if self.reads_arrays:
+                return self.cipher.decrypt_uint8(batch)  # type: ignore[attr-defined]
+            return self.cipher.decrypt(batch)
         if self.resize is not None:
             images = _resize_grouped(images, self.resize)
         return self.cipher.encrypt(torch.stack(images))
@@ -193,3 +287,7 @@ def _resize_grouped(images: list[torch.Tensor], size: tuple[int, int]) -> list[t
 
 def _size_text(size: Sequence[int]) -> str:
     return f"{size[0]}x{size[1]}"
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(v) for v in shape)
