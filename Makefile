@@ -46,7 +46,9 @@ lint: install  ## ruff lint + format check, mypy on ciphers/ and data/
 bench: install  ## run every benchmark; JSON in experiments/results/bench/ and results/data/
 	$(BIN)/python -m experiments.benchmarks.run_all
 	$(BIN)/python -m experiments.benchmarks.bench_streaming --sizes 10000,60000 --workers 2 --worlds 1,2
-	$(BIN)/python -m experiments.benchmarks.bench_streaming --in-memory --sizes 2500,5000,10000 --workers 2 --worlds 1,2
+	$(BIN)/python -m experiments.benchmarks.bench_streaming --in-memory --sizes 10000,30000,60000 --workers 2 --worlds 1
+	$(BIN)/python -m experiments.benchmarks.bench_streaming --in-memory --sizes 10000 --workers 2 --worlds 2 --tag _ddp
+	$(BIN)/python -m experiments.benchmarks.bench_storage
 	$(BIN)/python -m experiments.benchmarks.bench_loader_worker
 
 gpu-check: install  ## on a GPU machine (< 5 min): gpu tests + GPU rows of cipher, step, streaming benches
