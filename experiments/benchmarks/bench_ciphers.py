@@ -72,6 +72,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("etc_gray", "etc_gray", {}),
     ("pe", "pe", {"per_image_keys": False}),
     ("pe-per-image", "pe", {"per_image_keys": True}),
+    ("orthomix", "orthomix", {}),
+    ("orthomix_sub", "orthomix_sub", {}),
 ]
 BLOCK_SIZE = 16
 GIGA = 1e9
