@@ -6,8 +6,10 @@ the frontier utility runs (``experiments/results/frontier/utility/*.json``, aggr
 (``experiments/results/mini/runs/**/metrics.json``). Each value carries its recipe, n and
 seeds.
 
-Throughput is the committed cipher benchmark (``experiments/results/bench/ciphers_cpu.json``),
-else the frontier study's one-batch measurement, with its source named.
+Throughput is the committed cipher benchmark (``experiments/results/bench/ciphers_cpu.json``;
+for ciphers it has no row for, ``ciphers_linear_cpu.json``, the later run that added the
+orthomix rows beside the proposed cipher's), else the frontier study's one-batch measurement,
+with its source and the load it ran under named.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from experiments.frontier_utility.aggregate import aggregate
 
 FRONTIER_UTILITY = Path("experiments/results/frontier/utility")
 MINI_RUNS = Path("experiments/results/mini/runs")
-BENCH = Path("experiments/results/bench/ciphers_cpu.json")
+#: cipher benchmarks, later ones taking precedence for the ciphers they measure
+BENCHES = (
+    Path("experiments/results/bench/ciphers_linear_cpu.json"),
+    Path("experiments/results/bench/ciphers_cpu.json"),
+)
 FRONTIER_RESULTS = Path("experiments/results/frontier/results.json")
 MODEL = "vit_mini"
 #: the benchmark row that measures a cipher as the project trains with it (PE: a fresh key per
@@ -137,11 +143,14 @@ def throughputs(root: Path) -> dict[str, Throughput]:
                 f"3, {bench['threads']} threads (clone() time noise-dominated)",
                 str(FRONTIER_RESULTS),
             )
-    path = root / BENCH
-    if path.exists():
+    for bench_path in BENCHES:
+        path = root / bench_path
+        if not path.exists():
+            continue
         bench = json.loads(path.read_text())
         shape = " x ".join(str(d) for d in bench["batch_shape"])
         threads = bench["machine"]["torch_threads"]
+        load = bench["machine"].get("load_average_1_5_15min", ["?"])[0]
         cipher_of = {label: cipher for cipher, label in BENCH_ROW.items()}
         for row in bench["rows"]:
             label = row["cipher"]
@@ -150,7 +159,7 @@ def throughputs(root: Path) -> dict[str, Throughput]:
                     row["encrypt_ratio_to_clone"],
                     row["encrypt_images_per_s"],
                     f"cipher benchmark, row {label}: {shape} uint8, best of "
-                    f"{bench['repeats']}, {threads} threads",
-                    str(BENCH),
+                    f"{bench['repeats']}, {threads} threads, load average {load}",
+                    str(bench_path),
                 )
     return out
