@@ -67,3 +67,12 @@ def test_attacks_of_one_cipher_are_separate_curves(aggregated: Path) -> None:
     assert "| orthomix_sub (2nd order) | 10 | 10 | not at 10 | not at 10 |" in table
     assert "| orthomix_sub (ICA) | not reached at 10 |" in table
     assert "| proposed | 10 |" in table and "| proposed (nibble correlation attack" in table
+
+
+def test_strongest_attack_per_cipher_takes_the_smallest_n_over_its_attacks(
+    aggregated: Path,
+) -> None:
+    table = (aggregated / "table.md").read_text()
+    assert "| 32/4 | orthomix_sub | 10 | orthomix_sub (2nd order) | 10 |" in table
+    assert "| 32/4 | ELE | 10,000 | ELE | 1,000 | ELE |" in table
+    assert "| 32/4 | PE | not reached at 10 | any run | not reached at 10 | any run |" in table
