@@ -91,7 +91,7 @@ def pooled_ica_bases(
     components: int,
     max_samples: int,
     seed: int,
-) -> list[np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """FastICA bases of the ciphertext and the public mixing units (:func:`ica_sample`
     subsets, seeded), for :func:`refine_with_ica`."""
     rng = np.random.default_rng(seed)
@@ -99,7 +99,7 @@ def pooled_ica_bases(
     for images, total in zip((encrypted, public), estimate["units"], strict=True):
         units = ica_sample(images, mix_size, int(total), max_samples, rng)
         bases.append(ica_basis(units, min(components, units.shape[1]), seed))
-    return bases
+    return bases[0], bases[1]
 
 
 def match_bases(
