@@ -294,3 +294,6 @@ def test_pixel_groups_of_pure_noise_partition_every_nibble_quickly() -> None:
     groups = _pixel_groups(partial, 3)
     assert groups.shape == (256, 3)
     assert np.array_equal(np.sort(groups.ravel()), np.arange(768))
+    # one ciphertext: no correlation at all; still a partition (a nibble is not its own partner)
+    groups = _pixel_groups(np.zeros((48, 48)), 3)
+    assert np.array_equal(np.sort(groups.ravel()), np.arange(48))

@@ -264,7 +264,8 @@ _EXHAUSTIVE_LEFTOVERS = 24
 
 def _greedy_groups(partial: np.ndarray, members: list[int], channels: int) -> list[tuple]:
     """:func:`_pixel_groups` among ``members``: the greedy pass, then the leftovers."""
-    sub = partial[np.ix_(members, members)]
+    sub = partial[np.ix_(members, members)].copy()
+    np.fill_diagonal(sub, -np.inf)  # never its own partner (rows of zeros: one ciphertext)
     partners = np.argsort(-sub, axis=1)[:, : channels + 2]
     candidates = {
         tuple(sorted(members[i] for i in (a, *rest)))
