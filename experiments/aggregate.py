@@ -253,12 +253,17 @@ def plot_accuracy(rows: list[Row], out: Path) -> Path:
 def read_attack_ssim(path: Path, image_size: int = 32) -> dict[str, tuple[float, str]]:
     """Best (highest) mean SSIM of any ciphertext-only attack per cipher, with that attack's
     name, from an attack ``table.csv`` (columns ``cipher``, ``attack``, ``ssim_mean``,
-    optionally ``image_size``); reference rows and the known-plaintext attack are ignored."""
+    optionally ``image_size``); reference rows and the known-plaintext attacks (``kpa``,
+    ``frontier_kpa``) are ignored."""
     best: dict[str, tuple[float, str]] = {}
     with path.open() as handle:
         for record in csv.DictReader(handle):
             attack = record.get("attack", "")
-            if attack.startswith("reference") or attack == "kpa" or not record.get("ssim_mean"):
+            if (
+                attack.startswith("reference")
+                or attack.endswith("kpa")
+                or not record.get("ssim_mean")
+            ):
                 continue
             if record.get("image_size") and int(record["image_size"]) != image_size:
                 continue

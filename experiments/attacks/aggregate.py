@@ -26,7 +26,10 @@ from matplotlib.figure import Figure
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "attacks"
 CIPHERS = ("proposed", "le", "ele", "etc", "pe")
+#: the linear patch ciphers (issue #16): a 32-px row each where a run exists
+FRONTIER = ("orthomix", "orthomix_sub")
 NAMES = {"proposed": "proposed", "le": "LE", "ele": "ELE", "etc": "EtC", "pe": "PE"}
+NAMES |= {"orthomix": "orthomix", "orthomix_sub": "orthomix_sub"}
 #: table columns: attack option -> header
 COLUMNS = {
     "fr": "FR",
@@ -36,11 +39,14 @@ COLUMNS = {
     "gan": "SIA-GAN",
     "jigsaw": "jigsaw",
     "population": "population (N ciphertexts)",
+    "frontier_covariance": "2nd order (N ciphertexts)",
+    "frontier_ica": "ICA (N ciphertexts)",
     "kpa": "KPA (1 pair)",
+    "frontier_kpa": "linear KPA (1 pair)",
 }
-#: the ciphers of the 224-px section: the proposed cipher, and EtC where a run exists (the
-#: population attack, the other block puzzle)
-CIPHERS_224 = ("proposed", "etc")
+#: the ciphers of the 224-px section: the proposed cipher, and the others where a run exists
+#: (the population attacks)
+CIPHERS_224 = ("proposed", "etc", "le", "ele", "pe")
 
 
 def load_runs(results: Path) -> dict[str, dict[str, Any]]:
@@ -167,9 +173,11 @@ def table_section(
     return lines
 
 
-def ciphers_224(runs: dict[str, dict[str, Any]]) -> tuple[str, ...]:
-    """The ciphers of :data:`CIPHERS_224` with a 224-px run."""
-    return tuple(c for c in CIPHERS_224 if any(row.startswith(f"224px-{c}-") for row in runs))
+def with_runs(
+    runs: dict[str, dict[str, Any]], size: int, ciphers: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The ``ciphers`` with a run at ``size``."""
+    return tuple(c for c in ciphers if any(row.startswith(f"{size}px-{c}-") for row in runs))
 
 
 def key_recovery_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
@@ -263,12 +271,12 @@ def write_markdown(runs: dict[str, dict[str, Any]], results: Path) -> None:
         "",
         f"## 32x32, block size 4 (PE: pixel-wise), {n32} victim images",
         "",
-        *table_section(runs, 32, CIPHERS),
+        *table_section(runs, 32, CIPHERS + with_runs(runs, 32, FRONTIER)),
         "",
         f"## 224x224, block size 16 (the deployed ViT-B/16 setting), proposed cipher "
-        f"(EtC: population attack only), {n224} victim images",
+        f"(the others: population attack only), {n224} victim images",
         "",
-        *table_section(runs, 224, ciphers_224(runs)),
+        *table_section(runs, 224, with_runs(runs, 224, CIPHERS_224)),
         "",
         "## SIA-GAN: training budget and adaptation network (32x32)",
         "",

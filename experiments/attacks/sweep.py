@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "experiments" / "results" / "attacks"
 ATTACK = Path(sys.executable).parent / "vitlearnenc-attack"
 CIPHERS = ("proposed", "le", "ele", "etc", "pe")
+#: the linear patch ciphers of the frontier study (issue #16), attacked by the frontier attacks
+FRONTIER = ("orthomix", "orthomix_sub")
 
 #: shared by every row: the real CIFAR-10 archive, a reproducible victim key (seed 1; PE draws
 #: a fresh key per image from the seeded torch RNG), 1000 victim test images at 32x32
@@ -72,6 +74,9 @@ SHARED = "attack.generator.shared_adaptation=true"
 #: population attacks: the largest N of the population curves (10,000 at 32, 1,000 at 224)
 POPULATION_32 = "attack.corpus_size=10000"
 POPULATION_224 = "attack.corpus_size=1000"
+#: the correlation attack (LE, ELE, PE) at 224: 1,000 public images, as its population curves
+#: (its public statistics pool all 196 block positions, so 196,000 samples)
+PUBLIC_224 = "attack.num_public_images=1000"
 #: the deployed setting: proposed cipher at 224x224, block 16, 100 victim images
 AT_224 = ["image_size=224", "cipher.block_size=16", "attack.num_victim_images=100"]
 #: ITN at 224 on CPU, tiny: U-Net 8-128 channels (4 levels), 400 attacker images, 1 epoch
@@ -130,13 +135,23 @@ ROWS = [
     # population attacks (issue #19): the key solved once from N further ciphertexts of the
     # victim key (+ 5,000 public images), then every victim decrypted; N = 10,000 at 32x32
     *[Row("population", c, overrides=[POPULATION_32]) for c in CIPHERS],
+    # the linear patch ciphers: the ciphertext-only population attacks (second order, ICA) at the
+    # curves' largest N, and the known-plaintext attack with one pair
+    *[
+        Row(attack, c, overrides=[POPULATION_32])
+        for attack in ("frontier_covariance", "frontier_ica")
+        for c in FRONTIER
+    ],
+    *[Row("frontier_kpa", c) for c in FRONTIER],
     Row("reference_plain", "proposed", 224),
     Row("reference_random", "proposed", 224),
     Row("fr", "proposed", 224),
     Row("jigsaw", "proposed", 224),
     Row("kpa", "proposed", 224),
-    # at 224 the committed population curves cover the two block puzzles (N up to 1,000)
+    # at 224 the population attacks at the curves' largest N (1,000): the two block puzzles,
+    # and the correlation attack on LE, ELE and PE (the control)
     *[Row("population", c, 224, [POPULATION_224]) for c in ("proposed", "etc")],
+    *[Row("population", c, 224, [POPULATION_224, PUBLIC_224]) for c in ("le", "ele", "pe")],
     *[Row("itn", cipher, overrides=ITN_32) for cipher in CIPHERS],
     *[Row("gan_lab", c, overrides=[*GAN_LAB_32, "attack.max_epochs=2"]) for c in CIPHERS[:-1]],
     Row("gan_lab", "pe", overrides=[*GAN_LAB_32, "attack.max_epochs=1"]),

@@ -7,13 +7,17 @@ fixed random order) and 5,000 public train images from a cache, encrypts the vic
 key, then times the attack (:func:`vitlearnenc.attacks.population.population_attack`) and the
 restoration of all ciphertexts, with ``--threads`` torch threads (2 = the project machine). The
 child reports its peak RSS (``VmHWM``) before the attack (libraries, data and ciphertexts
-loaded) and after it, so the attack's own memory is the difference. Target: each attack under 10 minutes on 2 cores.
+loaded) and after it, so the attack's own memory is the difference. Target: each attack under
+10 minutes on 2 cores. The linear ciphers' real-valued ciphertexts are encrypted chunk by chunk
+on every pass of the attack (never held whole), so their rows at ``--count 1000`` and
+``--count 10000`` show whether the attack's memory grows with N.
 
     python -m experiments.benchmarks.bench_population [--count 10000] [--threads 2]
     python -m experiments.benchmarks.bench_population --ciphers orthomix:covariance
+    python -m experiments.benchmarks.bench_population --count 1000 --ciphers orthomix:ica
 
-Writes ``experiments/results/bench/population_cpu.json``; rows of ciphers not run this time are
-kept from the file, so single rows can be added or rerun.
+Writes ``experiments/results/bench/population_cpu.json``; rows of (cipher, count) not run this
+time are kept from the file, so single rows can be added or rerun.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ TARGET_SECONDS = 600.0
 
 def child(cache: Path, name: str, count: int, threads: int) -> dict[str, Any]:
     """One cipher's measurement (runs in its own process)."""
-    from experiments.attacks.population.common import encrypt, victim_cipher
+    from experiments.attacks.population.common import RealCiphertexts, encrypt, victim_cipher
     from vitlearnenc.attacks.population import Corpus, population_attack
     from vitlearnenc.attacks.population.linear import linear_population_attack
 
@@ -49,8 +53,8 @@ def child(cache: Path, name: str, count: int, threads: int) -> dict[str, Any]:
     cipher_name, _, method = name.partition(":")
     cipher = victim_cipher(cipher_name, 32, 4)
     corpus: Any
-    if method:  # linear patch cipher: real-valued ciphertexts, float32 chunks
-        corpus = list(cipher.encrypt(victims).split(1024))
+    if method:  # linear patch cipher: real-valued float32 chunks, encrypted on every pass
+        corpus = RealCiphertexts(cipher, Corpus.from_tensor(victims, 1024))
     else:
         corpus = Corpus.from_tensor(torch.cat(list(encrypt(cipher, Corpus.from_tensor(victims)))))
     rss_before_mb = peak_rss_mb()
@@ -120,11 +124,14 @@ def main(argv: list[str] | None = None) -> None:
                 sys.argv[1:]
             )
             print(json.dumps(rows[-1]), flush=True)
-    done = {row["cipher"] for row in rows}
+    done = {(row["cipher"], row["images"]) for row in rows}
     path = Path(__file__).resolve().parents[1] / "results" / "bench" / "population_cpu.json"
-    if path.exists():  # keep the rows of ciphers not run this time
-        kept = [r for r in json.loads(path.read_text())["rows"] if r["cipher"] not in done]
-        rows = sorted(kept + rows, key=lambda r: (CIPHERS + LINEAR).index(r["cipher"]))
+    if path.exists():  # keep the rows of (cipher, count) not run this time
+        old = json.loads(path.read_text())["rows"]
+        kept = [r for r in old if (r["cipher"], r["images"]) not in done]
+        rows = sorted(
+            kept + rows, key=lambda r: ((CIPHERS + LINEAR).index(r["cipher"]), r["images"])
+        )
     payload = {
         "description": __doc__.split("\n\n")[0],
         "command": "python -m experiments.benchmarks.bench_population " + " ".join(sys.argv[1:]),

@@ -14,6 +14,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from tests.helpers.images import smooth_images
 from vitlearnenc.attacks.frontier_covariance import (
+    CubeMoments,
     covariance_attack,
     expand_mixing,
     second_moment,
@@ -95,7 +96,9 @@ def test_second_order_alignment_recovers_a_matrix_with_a_clear_spectrum() -> Non
     cipher_values, cipher_vectors = sorted_eigh(second_moment(draw() @ secret.T))
     plain_values, plain_vectors = sorted_eigh(second_moment(draw()))
     ciphertexts = draw() @ secret.T
-    signs = skew_signs(ciphertexts @ cipher_vectors, draw() @ plain_vectors)
+    signs = skew_signs(
+        CubeMoments.of(ciphertexts @ cipher_vectors), CubeMoments.of(draw() @ plain_vectors)
+    )
     assert (signs != 0).all()
     estimate = (cipher_vectors * signs) @ plain_vectors.T
     assert np.abs(estimate - secret).max() < 0.05

@@ -281,3 +281,19 @@ def test_swap_descent_is_the_jigsaw_descent_priced_fast(side: int, seed: int) ->
     start = rng.permutation(count)
     expected = _descend(start, {"same": cost}, edges)
     assert np.array_equal(swap_descent(start, cost, *edges["same"]), expected)
+
+
+def test_pixel_groups_of_pure_noise_partition_every_nibble_quickly() -> None:
+    """One ciphertext at 224/16 gives noise correlations: the leftovers of the greedy pass are
+    hundreds, grouped greedily again instead of by an exhaustive search (which took hours)."""
+    from vitlearnenc.attacks.population.correlation import _pixel_groups
+
+    noise = np.random.default_rng(0).normal(size=(768, 768))
+    partial = np.abs(noise + noise.T)
+    np.fill_diagonal(partial, 0.0)  # as _partial_correlation gives them
+    groups = _pixel_groups(partial, 3)
+    assert groups.shape == (256, 3)
+    assert np.array_equal(np.sort(groups.ravel()), np.arange(768))
+    # one ciphertext: no correlation at all; still a partition (a nibble is not its own partner)
+    groups = _pixel_groups(np.zeros((48, 48)), 3)
+    assert np.array_equal(np.sort(groups.ravel()), np.arange(48))

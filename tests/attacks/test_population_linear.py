@@ -14,7 +14,16 @@ import torch
 
 from tests.attacks.test_population import natural_fields
 from tests.helpers.hydra import composed
-from vitlearnenc.attacks import ssim
+from vitlearnenc.attacks import frontier_covariance, ssim
+from vitlearnenc.attacks.frontier_common import centred_patches
+from vitlearnenc.attacks.frontier_covariance import (
+    pooled_cube_moments,
+    pooled_second_moment,
+    second_moment,
+    sorted_eigh,
+)
+from vitlearnenc.attacks.frontier_ica import ica_sample
+from vitlearnenc.attacks.population import Corpus
 from vitlearnenc.attacks.population.keyscore import key_scores
 from vitlearnenc.attacks.population.linear import (
     LinearPopulationResult,
@@ -66,16 +75,55 @@ def test_second_order_attack_breaks_orthomix_sub_on_pooled_fields(
     assert scores["matrix_error"] < 1.0
 
 
+@pytest.mark.parametrize("method", ["covariance", "ica"])
 def test_chunks_and_one_tensor_are_the_same_corpus(
-    fields: tuple[torch.Tensor, torch.Tensor],
+    method: str, fields: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     victims, public = fields
     cipher = linear_cipher("orthomix_sub")
     encrypted = cipher.encrypt(victims[:100])
-    whole = linear_population_attack(encrypted, public[:100], 4, 2)
-    parts = linear_population_attack(list(encrypted.split(30)), public[:100], 4, 2)
+    whole = linear_population_attack(encrypted, public[:100], 4, 2, method)  # type: ignore[arg-type]
+    parts = linear_population_attack(
+        list(encrypted.split(30)),
+        Corpus.from_tensor(public[:100], chunk_size=7),
+        4,
+        2,
+        method,  # type: ignore[arg-type]
+    )
     assert np.array_equal(whole.block_perm, parts.block_perm)
     assert np.allclose(whole.matrix, parts.matrix)
+    assert whole.images == parts.images == 100
+
+
+def test_pooled_statistics_equal_the_one_array_statistics(
+    fields: tuple[torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accumulated in pieces of 5 images (so 100 images take 20 pieces), the second moment,
+    the third-moment statistics and the ICA subset equal those of the whole array at once."""
+    monkeypatch.setattr(frontier_covariance, "_PIECE_VALUES", 5 * 3 * 32 * 32)
+    encrypted = linear_cipher("orthomix").encrypt(fields[0][:100])
+    chunks = list(encrypted.split(33))
+    units = centred_patches(encrypted, 4).reshape(-1, 48)
+    moment, count = pooled_second_moment(chunks, 4)
+    assert count == 6400
+    np.testing.assert_allclose(moment, second_moment(units), rtol=1e-10, atol=1e-14)
+    vectors = sorted_eigh(moment)[1]
+    cubes = pooled_cube_moments(chunks, 4, vectors)
+    coeffs = (units @ vectors) ** 3
+    np.testing.assert_allclose(cubes.mean, coeffs.mean(axis=0), rtol=1e-8, atol=1e-16)
+    np.testing.assert_allclose(
+        cubes.error, coeffs.std(axis=0) / np.sqrt(len(coeffs)), rtol=1e-8, atol=1e-16
+    )
+    sample = ica_sample(chunks, 4, count, 500, np.random.default_rng(3))
+    expected = units[np.random.default_rng(3).permutation(count)[:500]]
+    np.testing.assert_array_equal(sample, expected)
+
+
+def test_a_one_shot_corpus_is_refused(fields: tuple[torch.Tensor, torch.Tensor]) -> None:
+    victims, public = fields
+    encrypted = linear_cipher("orthomix").encrypt(victims[:8])
+    with pytest.raises(InputError, match="one-shot"):
+        linear_population_attack(iter(encrypted.split(4)), public, 4, 1)
 
 
 def test_one_ciphertext_does_not_give_the_key(fields: tuple[torch.Tensor, torch.Tensor]) -> None:

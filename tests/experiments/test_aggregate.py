@@ -125,7 +125,15 @@ def test_best_attack_takes_population_rows_at_32_px_and_ignores_kpa(tmp_path: Pa
                 ["pe", "population", "32", "0.01"],
                 ["etc", "population", "224", "1.0"],
                 ["etc", "fr", "32", "0.1"],
+                ["orthomix", "frontier_covariance", "32", "0.2"],
+                ["orthomix", "frontier_ica", "32", "0.21"],
+                ["orthomix", "frontier_kpa", "32", "1.0"],
             ]
         )
     best = read_attack_ssim(attacks)
-    assert best == {"le": (0.99, "population"), "pe": (0.22, "fr"), "etc": (0.1, "fr")}
+    assert best == {
+        "le": (0.99, "population"),
+        "pe": (0.22, "fr"),
+        "etc": (0.1, "fr"),
+        "orthomix": (0.21, "frontier_ica"),
+    }

@@ -24,7 +24,10 @@ samples of a quarter of the dimension.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,14 +39,107 @@ from vitlearnenc.attacks.frontier_common import (
     shared_block_perm,
 )
 from vitlearnenc.ciphers import get_cipher_class
+from vitlearnenc.errors import InputError
 
 #: a third moment counts as a sign witness when it exceeds this many standard errors
 _SKEW_Z = 4.0
+#: values per piece when statistics are accumulated: a piece's float64 copies are ~16 MB, so
+#: the memory of every pass is bounded whatever the corpus size N and its chunk size
+_PIECE_VALUES = 2**21
+
+#: images as the attacks take them: one ``(B, C, H, W)`` tensor or a re-iterable of such chunks
+#: (a list, a :class:`~vitlearnenc.attacks.population.Corpus`), read once per pass
+Images = torch.Tensor | Iterable[torch.Tensor]
+
+
+def pieces(images: Images) -> Iterator[torch.Tensor]:
+    """The images in bounded pieces (:data:`_PIECE_VALUES` values or one image each)."""
+    for chunk in [images] if isinstance(images, torch.Tensor) else images:
+        size = max(1, _PIECE_VALUES // max(math.prod(chunk.shape[1:]), 1))
+        yield from chunk.split(size)
+
+
+def unit_pieces(images: Images, unit_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index of the first unit, (n, L) centred unit vectors)`` of every piece, in corpus
+    order (image by image, row-major units within an image, as :func:`centred_patches`)."""
+    start = 0
+    for piece in pieces(images):
+        units = centred_patches(piece, unit_size).reshape(-1, piece.shape[1] * unit_size**2)
+        yield start, units
+        start += len(units)
+
+
+def head(images: Images, count: int) -> torch.Tensor:
+    """The first ``count`` images (fewer if there are fewer) as one tensor."""
+    taken: list[torch.Tensor] = []
+    left = count
+    for chunk in [images] if isinstance(images, torch.Tensor) else images:
+        if left <= 0:
+            break
+        taken.append(chunk[:left])
+        left -= len(taken[-1])
+    return torch.cat(taken)
 
 
 def second_moment(patches: np.ndarray) -> np.ndarray:
     """``(n, L)`` centred patch vectors -> ``(L, L)`` second-moment matrix (float64)."""
     return patches.T @ patches / len(patches)
+
+
+def pooled_second_moment(images: Images, unit_size: int) -> tuple[np.ndarray, int]:
+    """:func:`second_moment` of every unit of ``images``, accumulated piece by piece in
+    float64 (one pass, memory independent of N); also the number of units."""
+    total: np.ndarray | None = None
+    count = 0
+    for _, units in unit_pieces(images, unit_size):
+        product = units.T @ units
+        total = product if total is None else total + product
+        count += len(units)
+    if total is None:
+        raise InputError("no images to pool; pass at least one image")
+    return total / count, count
+
+
+@dataclass
+class CubeMoments:
+    """Mean and standard error of the cubed coefficients ``c_k^3`` per component, accumulated
+    chunk by chunk (Chan et al.'s pairwise merge of means and squared deviations, as stable as
+    NumPy's two-pass ``std`` on the whole array)."""
+
+    count: int = 0
+    mean: np.ndarray | float = 0.0
+    squares: np.ndarray | float = 0.0  # sum of squared deviations from the mean
+
+    def add(self, coeffs: np.ndarray) -> None:
+        """Fold in ``(n, L)`` coefficients."""
+        cubes = coeffs**3
+        count, mean = len(cubes), cubes.mean(axis=0)
+        squares = ((cubes - mean) ** 2).sum(axis=0)
+        total = self.count + count
+        delta = mean - self.mean
+        self.squares = self.squares + squares + delta**2 * self.count * count / total
+        self.mean = self.mean + delta * count / total
+        self.count = total
+
+    @classmethod
+    def of(cls, coeffs: np.ndarray) -> CubeMoments:
+        """The moments of one ``(n, L)`` array."""
+        moments = cls()
+        moments.add(coeffs)
+        return moments
+
+    @property
+    def error(self) -> np.ndarray:
+        """Standard error of the mean (population standard deviation / sqrt(n))."""
+        return np.sqrt(np.asarray(self.squares) / self.count) / np.sqrt(self.count)
+
+
+def pooled_cube_moments(images: Images, unit_size: int, vectors: np.ndarray) -> CubeMoments:
+    """:class:`CubeMoments` of the units' coefficients on ``vectors`` (one pass)."""
+    moments = CubeMoments()
+    for _, units in unit_pieces(images, unit_size):
+        moments.add(units @ vectors)
+    return moments
 
 
 def sorted_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,21 +149,16 @@ def sorted_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values[order], vectors[:, order]
 
 
-def skew_signs(cipher_coeffs: np.ndarray, plain_coeffs: np.ndarray) -> np.ndarray:
+def skew_signs(cipher: CubeMoments, plain: CubeMoments) -> np.ndarray:
     """Per component: +1/-1 where the third moments agree/disagree clearly, 0 where unclear."""
-    signs = np.zeros(cipher_coeffs.shape[1])
-    third_c = (cipher_coeffs**3).mean(axis=0)
-    third_p = (plain_coeffs**3).mean(axis=0)
-    error_c = (cipher_coeffs**3).std(axis=0) / np.sqrt(len(cipher_coeffs))
-    error_p = (plain_coeffs**3).std(axis=0) / np.sqrt(len(plain_coeffs))
-    clear = (np.abs(third_c) > _SKEW_Z * error_c) & (np.abs(third_p) > _SKEW_Z * error_p)
+    signs = np.zeros(np.size(cipher.mean))
+    third_c, third_p = np.asarray(cipher.mean), np.asarray(plain.mean)
+    clear = (np.abs(third_c) > _SKEW_Z * cipher.error) & (np.abs(third_p) > _SKEW_Z * plain.error)
     signs[clear] = np.sign(third_c[clear] * third_p[clear])
     return signs
 
 
-def global_sign(
-    signs: np.ndarray, cipher_coeffs: np.ndarray, plain_coeffs: np.ndarray
-) -> np.ndarray:
+def global_sign(signs: np.ndarray, cipher: CubeMoments, plain: CubeMoments) -> np.ndarray:
     """``signs`` or ``-signs``, whichever the third moments favour.
 
     The smoothness and range prior of :func:`resolve_signs` is symmetric under negating the
@@ -76,13 +167,9 @@ def global_sign(
     clear skew witness had been right). The global sign is therefore the third moments' vote,
     each clear witness weighted by its smaller z-score (:data:`_SKEW_Z`).
     """
-    witness = skew_signs(cipher_coeffs, plain_coeffs)
-    z_c = np.abs((cipher_coeffs**3).mean(axis=0)) / (
-        (cipher_coeffs**3).std(axis=0) / np.sqrt(len(cipher_coeffs)) + 1e-300
-    )
-    z_p = np.abs((plain_coeffs**3).mean(axis=0)) / (
-        (plain_coeffs**3).std(axis=0) / np.sqrt(len(plain_coeffs)) + 1e-300
-    )
+    witness = skew_signs(cipher, plain)
+    z_c = np.abs(cipher.mean) / (cipher.error + 1e-300)
+    z_p = np.abs(plain.mean) / (plain.error + 1e-300)
     vote = float(np.sum(signs * witness * np.minimum(z_c, z_p)))
     return -signs if vote < 0 else signs
 
@@ -175,8 +262,8 @@ def expand_mixing(
 
 
 def estimate_mixing(
-    encrypted: torch.Tensor,
-    public: torch.Tensor,
+    encrypted: Images,
+    public: Images,
     mix_size: int,
     block_size: int,
     sign_images: int = 32,
@@ -184,24 +271,30 @@ def estimate_mixing(
 ) -> dict[str, np.ndarray]:
     """Second-order estimate of the mixing matrix (steps 1-2 of the module docstring).
 
+    Bounded memory: two passes over each of ``encrypted`` and ``public`` (tensors or chunks),
+    the first accumulating the float64 second moments, the second the third moments of the
+    coefficients on their eigenvectors (:class:`CubeMoments`); only the first ``sign_images``
+    ciphertexts are held whole (for the sign prior).
+
     Returns:
         ``matrix`` (the estimate of A on ``mix_size`` patches), the eigen-decompositions
-        (``cipher_vectors``, ``plain_vectors``, ``cipher_values``, ``plain_values``) and
-        ``signs``.
+        (``cipher_vectors``, ``plain_vectors``, ``cipher_values``, ``plain_values``),
+        ``signs`` and ``units`` (the numbers of ciphertext and public mixing units pooled).
     """
-    channels = encrypted.shape[1]
-    cipher = centred_patches(encrypted, mix_size).reshape(-1, channels * mix_size**2)
-    plain = centred_patches(public, mix_size).reshape(-1, channels * mix_size**2)
-    cipher_values, cipher_vectors = sorted_eigh(second_moment(cipher))
-    plain_values, plain_vectors = sorted_eigh(second_moment(plain))
-    cipher_coeffs, plain_coeffs = cipher @ cipher_vectors, plain @ plain_vectors
-    initial = skew_signs(cipher_coeffs, plain_coeffs)
+    first = head(encrypted, sign_images)
+    channels = first.shape[1]
+    cipher_moment, cipher_units = pooled_second_moment(encrypted, mix_size)
+    plain_moment, plain_units = pooled_second_moment(public, mix_size)
+    cipher_values, cipher_vectors = sorted_eigh(cipher_moment)
+    plain_values, plain_vectors = sorted_eigh(plain_moment)
+    cipher_cubes = pooled_cube_moments(encrypted, mix_size, cipher_vectors)
+    plain_cubes = pooled_cube_moments(public, mix_size, plain_vectors)
+    initial = skew_signs(cipher_cubes, plain_cubes)
     initial[initial == 0] = 1.0
-    per_image = cipher.shape[0] // encrypted.shape[0]
-    sample = cipher_coeffs[: sign_images * per_image].reshape(-1, per_image, cipher.shape[1])
-    layout = (channels, *encrypted.shape[-2:], mix_size, block_size)
+    sample = centred_patches(first, mix_size) @ cipher_vectors
+    layout = (channels, *first.shape[-2:], mix_size, block_size)
     signs = resolve_signs(sample, plain_vectors, initial, layout, components=sign_components)
-    signs = global_sign(signs, cipher_coeffs, plain_coeffs)
+    signs = global_sign(signs, cipher_cubes, plain_cubes)
     return {
         "matrix": (cipher_vectors * signs) @ plain_vectors.T,
         "cipher_vectors": cipher_vectors,
@@ -209,6 +302,7 @@ def estimate_mixing(
         "cipher_values": cipher_values,
         "plain_values": plain_values,
         "signs": signs,
+        "units": np.array([cipher_units, plain_units]),
     }
 
 

@@ -251,27 +251,41 @@ def _partial_correlation(corr: np.ndarray) -> np.ndarray:
 def _pixel_groups(partial: np.ndarray, channels: int) -> np.ndarray:
     """Disjoint groups of ``channels`` nibbles with the largest summed partial correlations
     (greedy over the groups each nibble forms with its strongest partners)."""
-    count = len(partial)
     if channels == 1:
-        return np.arange(count)[:, None]
-    partners = np.argsort(-partial, axis=1)[:, : channels + 2]
+        return np.arange(len(partial))[:, None]
+    return np.array(_greedy_groups(partial, list(range(len(partial))), channels), dtype=np.int64)
+
+
+#: leftover nibbles grouped by trying every combination (C(24, 3) = 2,024 per group); more
+#: leftovers (correlations of pure noise, e.g. from one ciphertext at 224/16) are grouped by the
+#: greedy step again among themselves, which an exhaustive search over hundreds would not finish
+_EXHAUSTIVE_LEFTOVERS = 24
+
+
+def _greedy_groups(partial: np.ndarray, members: list[int], channels: int) -> list[tuple]:
+    """:func:`_pixel_groups` among ``members``: the greedy pass, then the leftovers."""
+    sub = partial[np.ix_(members, members)].copy()
+    np.fill_diagonal(sub, -np.inf)  # never its own partner (rows of zeros: one ciphertext)
+    partners = np.argsort(-sub, axis=1)[:, : channels + 2]
     candidates = {
-        tuple(sorted((a, *rest)))
-        for a in range(count)
+        tuple(sorted(members[i] for i in (a, *rest)))
+        for a in range(len(members))
         for rest in itertools.combinations(partners[a], channels - 1)
     }
-    free = np.ones(count, dtype=bool)
+    free = dict.fromkeys(members, True)
     groups = []
     for group in sorted(candidates, key=lambda g: -_group_weight(partial, g)):
-        if free[list(group)].all():
+        if all(free[a] for a in group):
             groups.append(group)
-            free[list(group)] = False
-    left = list(np.flatnonzero(free))
-    while left:  # leftovers (rare): best remaining groups among them
+            free.update(dict.fromkeys(group, False))
+    left = [a for a in members if free[a]]
+    if len(left) > _EXHAUSTIVE_LEFTOVERS:
+        return groups + _greedy_groups(partial, left, channels)
+    while left:  # few leftovers: best remaining groups among them
         group = max(itertools.combinations(left, channels), key=lambda g: _group_weight(partial, g))
         groups.append(tuple(group))
         left = [a for a in left if a not in group]
-    return np.array(groups, dtype=np.int64)
+    return groups
 
 
 def _group_weight(partial: np.ndarray, group: tuple[int, ...]) -> float:

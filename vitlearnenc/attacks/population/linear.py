@@ -11,13 +11,17 @@ them on a corpus and returns a :class:`LinearPopulationResult` with ``decrypt``,
 population attacks.
 
 Ciphertexts are real-valued (float32 by default), so the corpus is a float tensor, or a
-re-iterable of float chunks, not a uint8 :class:`~vitlearnenc.attacks.population.Corpus`; the
-statistics are second and third moments of the whole corpus (10,000 ciphertexts at 32/4 are
-123 MB as float32; the attack holds a few float64 copies of that).
+re-iterable of float chunks (a list, or an object that encrypts on every pass), not a uint8
+:class:`~vitlearnenc.attacks.population.Corpus`. Memory is bounded in N: the statistics are
+second and third moments accumulated in float64 piece by piece over a few passes (second
+moments, then the third moments on the eigenvectors, then for ICA a seeded subset of at most
+:data:`ICA_SAMPLES` units per domain, see :mod:`~vitlearnenc.attacks.frontier_ica`); only the
+first :data:`PUZZLE_IMAGES` ciphertexts are held whole. The public images are read the same way.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -25,9 +29,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vitlearnenc.attacks.frontier_common import centred_patches, restore
-from vitlearnenc.attacks.frontier_covariance import estimate_mixing, expand_mixing, unmix_and_solve
-from vitlearnenc.attacks.frontier_ica import ica_basis, refine_with_ica
+from vitlearnenc.attacks.frontier_common import restore
+from vitlearnenc.attacks.frontier_covariance import (
+    estimate_mixing,
+    expand_mixing,
+    head,
+    unmix_and_solve,
+)
+from vitlearnenc.attacks.frontier_ica import pooled_ica_bases, refine_with_ica
 from vitlearnenc.attacks.population.corpus import Corpus
 from vitlearnenc.errors import InputError
 
@@ -70,20 +79,30 @@ class LinearPopulationResult:
         )
 
 
-def as_ciphertexts(corpus: torch.Tensor | Iterable[torch.Tensor]) -> torch.Tensor:
-    """One ``(N, C, H, W)`` tensor of real-valued ciphertexts from a tensor or chunks."""
-    chunks = [corpus] if isinstance(corpus, torch.Tensor) else list(corpus)
-    if not chunks or any(c.ndim != 4 for c in chunks) or sum(len(c) for c in chunks) == 0:
+def as_ciphertexts(corpus: torch.Tensor | Iterable[torch.Tensor]) -> Iterable[torch.Tensor]:
+    """Check a corpus of real-valued ciphertexts; return it as a re-iterable of chunks
+    (nothing is copied: the attack reads it pass by pass)."""
+    if isinstance(corpus, torch.Tensor):
+        chunks: Iterable[torch.Tensor] = [corpus]
+    elif iter(corpus) is corpus:
+        raise InputError(
+            "the corpus is a one-shot iterator, but the attack reads it several times; "
+            "pass a tensor, a list of chunks, or an object that yields them on every pass"
+        )
+    else:
+        chunks = corpus
+    first = next(iter(chunks), None)
+    if first is None or first.ndim != 4 or len(first) == 0:
         raise InputError(
             "the corpus must be (N, C, H, W) ciphertexts (a tensor or chunks), N >= 1; "
             "pass the victim ciphertexts as the cipher wrote them"
         )
-    if any(c.dtype == torch.uint8 for c in chunks):
+    if first.dtype == torch.uint8:
         raise InputError(
             "linear patch ciphertexts are real-valued, got uint8; pass them as the cipher "
             "wrote them (float32 or float16), not rounded to images"
         )
-    return torch.cat([c.float() for c in chunks])
+    return chunks
 
 
 def linear_population_attack(
@@ -97,36 +116,37 @@ def linear_population_attack(
     """Solve A and K1 once from the pooled corpus statistics (module docstring).
 
     Args:
-        corpus: N real-valued ciphertexts of one key.
-        public: uint8 public plain images of the same domain and size (never the victims).
+        corpus: N real-valued ciphertexts of one key (a tensor or a re-iterable of chunks).
+        public: uint8 public plain images of the same domain and size (never the victims),
+            a tensor or a :class:`Corpus` (read chunk by chunk).
         block_size: M.
         mixing_unit_divisor: the cipher's public variant: A acts on (M / divisor)-blocks.
         method: ``"covariance"`` (second order) or ``"ica"`` (second order refined by ICA).
         seed: seed of the ICA subsets and of FastICA.
     """
     encrypted = as_ciphertexts(corpus)
-    plain = public.materialize() if isinstance(public, Corpus) else public
-    if plain.dtype != torch.uint8 or plain.shape[1:] != encrypted.shape[1:]:
+    first = head(encrypted, PUZZLE_IMAGES)
+    shape = public.image_shape if isinstance(public, Corpus) else tuple(public.shape[1:])
+    dtype = torch.uint8 if isinstance(public, Corpus) else public.dtype
+    if dtype != torch.uint8 or tuple(shape) != tuple(first.shape[1:]):
         raise InputError(
-            f"public images must be uint8 of the ciphertexts' shape {tuple(encrypted.shape[1:])}"
-            f", got {plain.dtype} {tuple(plain.shape[1:])}"
+            f"public images must be uint8 of the ciphertexts' shape {tuple(first.shape[1:])}"
+            f", got {dtype} {tuple(shape)}"
         )
     if method not in ("covariance", "ica"):
         raise InputError(f"method must be 'covariance' or 'ica', got {method!r}")
     mix_size = block_size // mixing_unit_divisor
-    estimate = estimate_mixing(encrypted, plain, mix_size, block_size)
+    estimate = estimate_mixing(encrypted, public, mix_size, block_size)
     matrix = estimate["matrix"]
     if method == "ica":
-        rng = np.random.default_rng(seed)
-        bases = []
-        for images in (encrypted, plain):
-            units = centred_patches(images, mix_size).reshape(-1, matrix.shape[0])
-            units = units[rng.permutation(len(units))[:ICA_SAMPLES]]
-            bases.append(ica_basis(units, min(ICA_COMPONENTS, units.shape[1]), seed))
+        bases = pooled_ica_bases(
+            encrypted, public, estimate, mix_size, ICA_COMPONENTS, ICA_SAMPLES, seed
+        )
         matrix = refine_with_ica(estimate, *bases)
-    block_perm, _ = unmix_and_solve(encrypted[:PUZZLE_IMAGES], matrix, mix_size, block_size)
-    full = expand_mixing(matrix, mix_size, block_size, encrypted.shape[1])
-    return LinearPopulationResult(full, block_perm, block_size, len(encrypted), method)
+    block_perm, _ = unmix_and_solve(first, matrix, mix_size, block_size)
+    full = expand_mixing(matrix, mix_size, block_size, first.shape[1])
+    images = int(estimate["units"][0]) * mix_size**2 // math.prod(first.shape[-2:])
+    return LinearPopulationResult(full, block_perm, block_size, images, method)
 
 
 def dihedral_indices(channels: int, size: int, variant: int) -> np.ndarray:
