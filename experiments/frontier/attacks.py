@@ -257,7 +257,7 @@ def strongest(
         if (fewest.corpus or 0) < base.corpus:
             shown.append((FEWEST, fewest))
     mirrored = max(standard, key=lambda r: r.privacy_loss)
-    if mirrored.privacy_loss > base.privacy_loss + 5e-4:
+    if mirrored.privacy_loss > base.ssim + 5e-4:  # the base itself may be the mirrored one
         shown.append((MIRRORED, mirrored))
     return shown
 

@@ -264,3 +264,18 @@ def test_cell_names_the_fewest_ciphertexts_that_restore_and_the_floor() -> None:
         [r.as_dict() | {"label": label} for label, r in strongest(results, "d", 224)], "d", 0.367
     )
     assert cell.startswith("**0.300**") and cell.endswith("below an unrelated image's 0.367")
+
+
+def test_mirror_is_shown_when_the_strongest_attack_itself_restores_a_mirror_image() -> None:
+    """orthomix at 224/16: the strongest attack as restored (0.51) also scores 0.97 up to a
+    mirror image; the cell must say so, not only 0.51."""
+    from experiments.frontier.attacks import MIRRORED, AttackResult, strongest
+
+    result = AttackResult("orthomix", 224, 16, "2nd order (pooled)", "N = 1,000", 0.51, "x.json",
+                          ssim_up_to_orientation=0.97, corpus=1000)  # fmt: skip
+    weaker = AttackResult("orthomix", 224, 16, "ICA (pooled)", "N = 100", 0.50, "y.json",
+                          ssim_up_to_orientation=0.96, corpus=100)  # fmt: skip
+    shown = strongest([weaker, result], "orthomix", 224)
+    assert [(label, r.source) for label, r in shown] == [("", "x.json"), (MIRRORED, "x.json")]
+    plain_only = AttackResult("le", 224, 16, "population", "N = 10", 0.35, "z.json", corpus=10)
+    assert [label for label, _ in strongest([plain_only], "le", 224)] == [""]
