@@ -48,6 +48,7 @@ from vitlearnenc.attacks.frontier_covariance import (
     unmix_and_solve,
 )
 from vitlearnenc.ciphers import get_cipher_class
+from vitlearnenc.errors import InputError
 
 
 def ica_basis(patches: np.ndarray, components: int, seed: int) -> np.ndarray:
@@ -79,7 +80,8 @@ def ica_sample(
             sample = np.empty((len(chosen), units.shape[1]))
         inside = (chosen >= start) & (chosen < start + len(units))
         sample[inside] = units[chosen[inside] - start]
-    assert sample is not None  # estimate_mixing has read the images already
+    if sample is None:
+        raise InputError("the corpus yielded no images for the ICA sample; pass a non-empty one")
     return sample
 
 
