@@ -241,6 +241,8 @@ def execute(run: Run, data: Path, thread_setting: str = "auto") -> dict | None:
         export_network_weights(source_ckpt, weights_path(run.needs))
     if not (RESULTS / "runs" / run.name / "metrics.json").exists():
         print(" ".join(cmd[1:]), flush=True)
+        # an attempt killed before it could record itself still left its checkpoints
+        resumed = bool(attempts) or any((RESULTS / "runs" / run.name).rglob("*.ckpt"))
         start, cpu = time.time(), _children_cpu_seconds()
         env = {**os.environ, "OMP_NUM_THREADS": threads(thread_setting)}
         completed = subprocess.run(cmd, env=env)
@@ -248,7 +250,7 @@ def execute(run: Run, data: Path, thread_setting: str = "auto") -> dict | None:
             {
                 "wall_s": round(time.time() - start, 1),
                 "cpu_s": round(_children_cpu_seconds() - cpu, 1),
-                "resumed": bool(attempts),
+                "resumed": resumed,
                 "returncode": completed.returncode,
                 "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }

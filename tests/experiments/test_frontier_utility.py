@@ -175,6 +175,20 @@ def test_failed_run_is_resumed_in_its_run_directory(
     assert [a["returncode"] for a in saved["attempts"]] == [1, 0]
 
 
+def test_attempt_killed_before_recording_counts_as_resumed(
+    results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep killed mid-run records no attempt, but its step checkpoint is there: the next
+    attempt resumes from it and must say so."""
+    run = sweep.scratch("orthomix", 2)
+    run_dir = results / "runs" / run.name
+    run_dir.mkdir(parents=True)
+    (run_dir / "hpc_ckpt_1.ckpt").write_bytes(b"step checkpoint")
+    monkeypatch.setattr(sweep.subprocess, "run", fake_train([]))
+    saved = sweep.execute(run, Path("/d"))
+    assert [a["resumed"] for a in saved["attempts"]] == [True]
+
+
 def test_timm_recipe_config(tmp_path: Path) -> None:
     overrides = ["experiment=mini/vit_timm", "data=cifar10_folder"]
     with composed("train", overrides, tmp_path) as cfg:
