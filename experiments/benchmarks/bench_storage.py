@@ -21,7 +21,6 @@ import json
 import os
 import shlex
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from vitlearnenc.ciphers import build_cipher, generate_key, save_key
 from vitlearnenc.cli.encrypt import main_encrypt
 from vitlearnenc.cli.pack import main as pack_main
+from vitlearnenc.data.imagestore import iter_archive_images
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.imagefiles import read_array, read_image
 
@@ -51,20 +51,14 @@ def extract_per_class(archive: Path, target: Path, per_class: int, test_per_clas
     ones) as ``target/{train,test}/<class>/``; returns the number of training images."""
     wanted = {"train": per_class, "test": test_per_class}
     taken: dict[tuple[str, str], int] = {}
-    with tarfile.open(archive, "r|gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            split = next((p for p in parts if p in wanted), None)
-            if not member.isfile() or split is None:
-                continue
-            rest = parts[parts.index(split) + 1 :]
-            slot = (split, rest[0])
-            if len(rest) != 2 or taken.get(slot, 0) >= wanted[split]:
-                continue
-            taken[slot] = taken.get(slot, 0) + 1
-            path = target / split / rest[0] / rest[1]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+    for split, name, data in iter_archive_images(archive, list(wanted)):
+        label, _, _ = name.partition("/")
+        if taken.get((split, label), 0) >= wanted[split]:
+            continue
+        taken[split, label] = taken.get((split, label), 0) + 1
+        path = target / split / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
     return sum(count for (split, _), count in taken.items() if split == "train")
 
 

@@ -29,7 +29,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 from experiments.benchmarks.common import machine_info
 from experiments.benchmarks.procmem import TreeSampler, summarize_rank
+from vitlearnenc.data.imagestore import iter_archive_images
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "data"
 ARCHIVE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -52,27 +52,20 @@ def extract_subset(archive: Path, target: Path, count: int, test: int) -> int:
     first ``test`` test JPEGs as ``target/test``. Returns the number of training images."""
     left = {"train": min(count, ARCHIVE_TRAIN), "test": test}
     extra = max(0, count - ARCHIVE_TRAIN)
-    with tarfile.open(archive, "r|gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            split = next((p for p in parts if p in left), None)
-            if not member.isfile() or split is None:
-                continue
-            relative = parts[parts.index(split) + 1 :]
-            wanted = []
-            if left[split] > 0:
-                wanted.append(target / split / "/".join(relative))
-                left[split] -= 1
-            if split == "test" and extra > 0:
-                wanted.append(target / "train" / "/".join([*relative[:-1], "t" + relative[-1]]))
-                extra -= 1
-            if wanted:
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                for path in wanted:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
-            if not any(left.values()) and extra <= 0:
-                break
+    for split, name, data in iter_archive_images(archive, list(left)):
+        wanted = []
+        if left[split] > 0:
+            wanted.append(target / split / name)
+            left[split] -= 1
+        if split == "test" and extra > 0:
+            folder, _, file = name.rpartition("/")
+            wanted.append(target / "train" / folder / ("t" + file))
+            extra -= 1
+        for path in wanted:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        if not any(left.values()) and extra <= 0:
+            break
     return sum(1 for p in (target / "train").rglob("*") if p.is_file())
 
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.data.conftest import write_tree
+from tests.helpers.trees import write_tree
 from vitlearnenc.callbacks.samples import EncryptedSamplesCallback
 from vitlearnenc.data import ImageFolderDataModule, SyntheticDataModule
 from vitlearnenc.runs.train import prepare_data_in_turn
@@ -125,7 +125,7 @@ def test_headers_first_mixed_sizes_are_refused_before_any_decoding(tmp_path, mon
 
 @pytest.mark.parametrize("archive", [False, True])
 def test_load_tree_decodes_into_one_tensor_and_closes_up_failed_rows(tmp_path, archive):
-    from tests.data.conftest import make_tar
+    from tests.helpers.trees import make_tar
     from vitlearnenc.data.imagestore import decode_tree, load_tree
 
     written = write_tree(tmp_path / "src", {"train/ant": 3, "train/bee": 3})

@@ -12,7 +12,7 @@ import pytest
 import torch
 from litdata import StreamingDataset
 
-from tests.data.conftest import write_tree
+from tests.helpers.trees import write_tree
 from vitlearnenc.ciphers import build_cipher, generate_key, load_key, save_key
 from vitlearnenc.cli.encrypt import main_decrypt, main_encrypt
 from vitlearnenc.cli.pack import main as pack_main

@@ -12,7 +12,7 @@ import torch
 from litdata import StreamingDataset
 from PIL import Image
 
-from tests.data.conftest import make_tar, write_tree
+from tests.helpers.trees import make_tar, write_tree
 from vitlearnenc.ciphers import build_cipher, generate_key, save_key
 from vitlearnenc.cli.encrypt import main_encrypt
 from vitlearnenc.cli.pack import main as pack_main

@@ -11,8 +11,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tests.data.conftest import write_tree
 from tests.helpers.hydra import composed
+from tests.helpers.trees import write_tree
 from vitlearnenc.ciphers import generate_key, save_key
 from vitlearnenc.cli.encrypt import main_encrypt
 from vitlearnenc.cli.pack import main as pack_main

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.data.conftest import write_tree
+from tests.helpers.trees import write_tree
 from vitlearnenc.cli.pack import main as pack_main
 from vitlearnenc.data import StreamingDataModule
 

@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from experiments.benchmarks import bench_switches
+from experiments.benchmarks.bench_storage import extract_per_class
+from experiments.benchmarks.bench_streaming import extract_subset
 from experiments.benchmarks.bench_train_step import step_ratio
 from experiments.benchmarks.common import interleaved_best_times, machine_info, write_results
 from experiments.benchmarks.run_all import summarize
+from tests.helpers.trees import make_tar, write_tree
 
 
 def test_switch_benchmark_times_every_switch_and_is_summarised(tmp_path: Path) -> None:
@@ -55,3 +58,36 @@ def test_interleaved_best_times_round_robin_after_warmup_and_keep_the_minimum() 
     )
     assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"]  # warm-up each, then alternate
     assert best == {"a": 2.0, "b": 5.0}  # warm-up (9.0) not counted, slowest rounds discarded
+
+
+def _cifar_like_archive(tmp_path: Path) -> Path:
+    """A wrapped ``cifar/{train,test}/<class>/`` archive: 3 + 2 training and 2 + 2 test images."""
+    write_tree(tmp_path / "tree", {"train/a": 3, "train/b": 2, "test/a": 2, "test/b": 2})
+    return make_tar(tmp_path / "tree", tmp_path / "cifar.tar.gz", wrapper="cifar")
+
+
+def test_extract_per_class_caps_every_class_of_both_splits(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    assert extract_per_class(_cifar_like_archive(tmp_path), target, 2, 1) == 4
+    files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*.png"))
+    assert files == [
+        "test/a/000.png", "test/b/000.png",
+        "train/a/000.png", "train/a/001.png", "train/b/000.png", "train/b/001.png",
+    ]  # fmt: skip
+    original = (tmp_path / "tree" / "train/a/001.png").read_bytes()
+    assert (target / "train/a/001.png").read_bytes() == original
+
+
+def test_extract_subset_borrows_renamed_test_images_past_the_training_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from experiments.benchmarks import bench_streaming
+
+    monkeypatch.setattr(bench_streaming, "ARCHIVE_TRAIN", 5)  # this archive's training split
+    target = tmp_path / "out"
+    assert extract_subset(_cifar_like_archive(tmp_path), target, 7, 1) == 7
+    train = sorted(
+        p.relative_to(target / "train").as_posix() for p in (target / "train").rglob("*.png")
+    )
+    assert len(train) == 7 and sum(name.split("/")[1].startswith("t") for name in train) == 2
+    assert len(list((target / "test").rglob("*.png"))) == 1

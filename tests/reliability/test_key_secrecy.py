@@ -427,7 +427,7 @@ def test_packed_shards_and_their_metadata_hold_no_key_material(
     import subprocess
     import sys
 
-    from tests.data.conftest import write_tree
+    from tests.helpers.trees import write_tree
 
     key_path, key = owner_key
     write_tree(tmp_path / "src", {"train/a": 4, "train/b": 4, "test/a": 2, "test/b": 2}, size=64)
@@ -457,7 +457,7 @@ def test_real_valued_arrays_shards_and_their_metadata_hold_no_key_material(
     """An orthomix key through ``vitlearnenc-encrypt`` (``.npy`` ciphertexts and the folder
     marker), ``vitlearnenc-decrypt`` and ``vitlearnenc-pack`` (float shards and their metadata):
     no secret, K1 or matrix entries (also as float16 bytes) in any file or on the console."""
-    from tests.data.conftest import write_tree
+    from tests.helpers.trees import write_tree
     from vitlearnenc.cli.encrypt import main_decrypt, main_encrypt
     from vitlearnenc.cli.pack import main as pack_main
 

@@ -315,7 +315,7 @@ WORKERS = ["data.num_workers=2", f"callbacks.last_checkpoint.every_n_train_steps
 
 def _streaming_overrides(tmp_path: Path) -> list[str]:
     """Plain shards of 40 training images (random 16 px PNGs), encrypted on the device."""
-    from tests.data.conftest import write_tree
+    from tests.helpers.trees import write_tree
     from vitlearnenc.cli.pack import main as pack_main
 
     write_tree(tmp_path / "src", {"train/ant": 20, "train/bee": 20, "test/ant": 4, "test/bee": 4})

@@ -91,7 +91,7 @@ def decode_tree(
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
     files: Iterator[tuple[str, str, _Job]] = (
-        _iter_archive(source, subfolders)
+        iter_archive_images(source, subfolders)
         if is_archive(source)
         else _iter_folder(source, subfolders)
     )
@@ -133,7 +133,7 @@ def probe_size(
         raise FileNotFoundError(f"no readable .npy files under {_describe(source, subfolders)}")
     if is_archive(source):
         candidates: Iterator[Path | io.BytesIO] = (
-            io.BytesIO(data) for _, _, data in _iter_archive(source, subfolders)
+            io.BytesIO(data) for _, _, data in iter_archive_images(source, subfolders)
         )
     else:
         candidates = (path for _, _, path in _iter_folder(source, subfolders))
@@ -168,7 +168,9 @@ def _iter_folder(
                 yield sub, path.relative_to(folder).as_posix(), path
 
 
-def _iter_archive(archive: Path, subfolders: Sequence[str]) -> Iterator[tuple[str, str, bytes]]:
+def iter_archive_images(
+    archive: Path, subfolders: Sequence[str]
+) -> Iterator[tuple[str, str, bytes]]:
     """Yield ``(subfolder, name, raw bytes)`` for the image members of an archive, in stream order.
 
     A member ``[wrapper/]sub/name`` matches ``sub``; all matches must share one wrapper (or
@@ -440,7 +442,7 @@ def _close_rows(tree: LoadedTree, bad: set[int]) -> None:
 
 def _iter_source(source: Path, subfolders: Sequence[str]) -> Iterator[tuple[str, str, _Job]]:
     return (
-        _iter_archive(source, subfolders)
+        iter_archive_images(source, subfolders)
         if is_archive(source)
         else _iter_folder(source, subfolders)
     )

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from vitlearnenc.ciphers import Cipher, build_cipher, get_cipher_class, load_key
-from vitlearnenc.data.imagestore import _iter_archive, is_archive
+from vitlearnenc.data.imagestore import is_archive, iter_archive_images
 from vitlearnenc.utils.files import write_json_atomic
 from vitlearnenc.utils.image_ops import resize_uint8
 from vitlearnenc.utils.imagefiles import ImageReadError, dtype_name, list_images, read_image
@@ -310,7 +310,7 @@ def _list_cifar(root: Path, variant: str) -> SourceListing:
 def extract_archive(archive: Path, target: Path) -> Path:
     """Extract the image files of ``train/`` and ``test/`` of an archive into ``target``
     (a wrapper folder is dropped); hidden and non-image members are left out."""
-    for split, name, data in _iter_archive(archive, ["train", "test"]):
+    for split, name, data in iter_archive_images(archive, ["train", "test"]):
         path = target / split / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
