@@ -12,19 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers.hydra import composed
+from tests.helpers.hydra import composed, tiny_run
 from vitlearnenc.cli.train import train
 from vitlearnenc.models.key_transform import absorbable_cipher_names
 
 RUN = [
-    "data=synthetic",
-    "data.num_train=64",
-    "data.num_test=16",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "model=vit_micro",
+    *tiny_run(num_train=64, num_test=16, batch_size=16),
     "image_size=32",
-    "callbacks=none",
     "logger=none",
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=1",

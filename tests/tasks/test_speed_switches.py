@@ -8,21 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.hydra import composed
+from tests.helpers.hydra import composed, tiny_run
 from vitlearnenc.cli.train import train
 from vitlearnenc.tasks.classifier import ClassifierModule
 
 SMALL = [
-    "data=synthetic",
-    "data.num_train=64",
-    "data.num_test=32",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "callbacks=none",
+    *tiny_run(num_train=64, num_test=32, batch_size=16),
     "trainer=fast_dev_run",
     "key=seed",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
 ]
 
 

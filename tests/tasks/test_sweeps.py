@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.hydra import tiny_run
+
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = str(Path(sys.executable).parent / "vitlearnenc-train")
-TINY = [
-    "data=synthetic",
-    "data.num_train=128",
-    "data.num_test=32",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "model=vit_micro",
-    "callbacks=none",
-]
+TINY = tiny_run(num_train=128, num_test=32, batch_size=16)
 
 
 def run_train(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
