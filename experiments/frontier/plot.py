@@ -45,6 +45,29 @@ def _points(axis: Any, row: dict[str, Any], y: float, colour: Any, yerr: float |
         axis.plot(x, y, "x", color=colour, markersize=8)
 
 
+def _place_labels(axis: Any, labels: list[tuple[str, float, float, Any]]) -> None:
+    """Label every point beside it, on the side with room (left of points right of x = 0.6);
+    labels of nearby points on one side are stacked downwards a text line apart, with a thin
+    leader line when moved, so that the crowded broken-cipher corner stays readable."""
+    if not labels:
+        return
+    heights = [y for _, _, y, _ in labels]
+    line = 0.045 * max(max(heights) - min(heights), 10.0)  # one text line, in accuracy points
+    placed: list[tuple[float, float, bool]] = []  # (anchor x, text y, left side) so far
+    for text, x, y, colour in sorted(labels, key=lambda label: -label[2]):
+        left = x > 0.6
+        near = [ty for px, ty, side in placed if side == left and abs(px - x) < 0.25]
+        text_y = y
+        while clash := [ty for ty in near if abs(ty - text_y) < line]:
+            text_y = min(clash) - line
+        placed.append((x, text_y, left))
+        axis.annotate(
+            text, (x, y), xytext=(x - 0.03 if left else x + 0.03, text_y),
+            ha="right" if left else "left", va="bottom", fontsize=7, color=colour,
+            arrowprops=None if text_y == y else {"arrowstyle": "-", "color": colour, "lw": 0.5},
+        )  # fmt: skip
+
+
 def plot(table: dict[str, Any], path: Path) -> Path:
     fig, (axis, strip) = plt.subplots(
         2, 1, figsize=(7.5, 6), sharex=True, gridspec_kw={"height_ratios": [5, 1]}
@@ -52,7 +75,7 @@ def plot(table: dict[str, Any], path: Path) -> Path:
     colours = plt.get_cmap("tab10")
     skipped: list[str] = []
     waiting: list[str] = []  # ciphers with attacks but no accuracy yet: on the strip below
-    labelled: list[tuple[float, float]] = []  # label anchors so far: stack labels that meet
+    labels: list[tuple[str, float, float, Any]] = []  # (text, x, y, colour), placed at the end
     for index, row in enumerate(table["rows"]):
         found, loss, colour = plotted_accuracy(row), row["privacy_loss"], colours(index % 10)
         if not loss:
@@ -67,17 +90,15 @@ def plot(table: dict[str, Any], path: Path) -> Path:
             continue
         accuracy, recipe = found
         _points(axis, row, accuracy["mean"], colour, accuracy["std"])
-        anchor = (min(loss.values()), accuracy["mean"])
-        below = sum(abs(x - anchor[0]) < 0.15 and abs(y - anchor[1]) < 2.0 for x, y in labelled)
-        labelled.append(anchor)
-        axis.annotate(
-            f"{row['name']} ({recipe}, n={accuracy['n']})",
-            anchor,
-            xytext=(5, 4 + 10 * below),
-            textcoords="offset points",
-            fontsize=7,
-            color=colour,
+        labels.append(
+            (
+                f"{row['name']} ({recipe}, n={accuracy['n']})",
+                min(loss.values()),
+                accuracy["mean"],
+                colour,
+            )
         )
+    _place_labels(axis, labels)
     for setting, (marker, fill) in MARKERS.items():
         axis.plot([], [], marker, fillstyle=fill, color="grey", label=f"attacks at {setting}")
         floor = table.get("floor_unrelated_image_ssim", {}).get(setting)
