@@ -143,6 +143,10 @@ ROWS = [
         for c in FRONTIER
     ],
     *[Row("frontier_kpa", c) for c in FRONTIER],
+    # and the per-image attacks for comparison (issue #16): FR and the jigsaw say why they do
+    # not apply to real-valued ciphertexts; ITN learns from a fresh attacker key per image
+    *[Row(attack, c) for attack in ("fr", "fr_advanced", "jigsaw") for c in FRONTIER],
+    *[Row("itn", c, overrides=ITN_32) for c in FRONTIER],
     Row("reference_plain", "proposed", 224),
     Row("reference_random", "proposed", 224),
     Row("fr", "proposed", 224),

@@ -182,13 +182,29 @@ def test_fr_restores_real_pe_images_above_the_floor(cifar10_jpeg: Path, tmp_path
     assert results["fr"] > results["reference_random"] + 0.1  # natural images: edges survive NP
 
 
-@pytest.mark.parametrize(("name", "cipher"), [("jigsaw", "pe"), ("jigsaw", "le"), ("kpa", "pe")])
+@pytest.mark.parametrize(
+    ("name", "cipher"),
+    [
+        ("jigsaw", "pe"), ("jigsaw", "le"), ("kpa", "pe"),
+        ("fr", "orthomix"), ("fr_advanced", "orthomix_sub"), ("jigsaw", "orthomix"),
+    ],
+)  # fmt: skip
 def test_inapplicable_attacks_say_why_instead_of_failing(
     name: str, cipher: str, tmp_path: Path
 ) -> None:
     summary = run_attack(name, cipher, tmp_path)
     assert summary["applicable"] is False and summary["reason"]
+    if name.startswith("fr"):
+        assert "real-valued" in summary["reason"]
     assert not (tmp_path / "run" / "grid.png").exists()
+
+
+def test_itn_trains_on_real_valued_orthomix_ciphertexts(tmp_path: Path) -> None:
+    summary = run_attack("itn", "orthomix", tmp_path)
+    assert summary["applicable"] and summary["n"] == 24 and summary["cipher"] == "orthomix"
+    assert summary["budget"]["images_per_key"] == 1 and summary["budget"]["iterations"] == 3
+    samples = torch.load(tmp_path / "run" / "samples.pt")
+    assert samples["restored"].dtype == torch.uint8
 
 
 def test_random_victim_key_is_stored_and_only_its_fingerprint_reported(tmp_path: Path) -> None:

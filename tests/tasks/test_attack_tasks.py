@@ -123,6 +123,11 @@ def test_value_scaling_round_trips_and_scores_perfect_restorations() -> None:
     torch.testing.assert_close(scores["psnr"], torch.full((4,), PSNR_CAP))
 
 
+def test_real_valued_ciphertexts_reach_the_network_on_the_uint8_scale() -> None:
+    plain = images(4)[0]
+    torch.testing.assert_close(to_signed_unit(plain.float() / 255), to_signed_unit(plain))
+
+
 # ----------------------------------------------------------------------------- data modules
 def test_itn_datamodule_pairs_attacker_ciphertexts_with_plain_images() -> None:
     public, _ = images(40)

@@ -5,8 +5,12 @@ intensities but keeps every edge and texture, so folding the value range or choo
 pixel, the NP/colour-order candidate that best continues the neighbourhood brings the image's
 structure back without the key.
 
-* :func:`fr_basic` works on any cipher (the Kiya-lab pipeline applies it to every baseline).
+* :func:`fr_basic` works on any cipher of 8-bit ciphertexts (the Kiya-lab pipeline applies it
+  to every baseline).
 * :func:`fr_advanced` targets PE (per-pixel NP of each colour value + colour shuffle).
+
+Neither applies to real-valued ciphertexts (orthomix): they hold no 8-bit values to fold or
+negate, and the attack says so instead of scoring a meaningless fold.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 
 from vitlearnenc.attacks.registry import AttackContext, AttackOutcome, register_attack
 from vitlearnenc.attacks.scoring import check_image_batch
+from vitlearnenc.ciphers import Cipher
 from vitlearnenc.errors import InputError
 
 #: the 6 colour orders x 8 NP patterns of one RGB pixel, as (gather index, XOR mask) pairs
@@ -109,14 +114,24 @@ def fr_advanced(
     return restored.to(torch.uint8)
 
 
-@register_attack("fr")
+def needs_8bit_ciphertexts(cipher: Cipher) -> str | None:
+    """Applicability: FR folds and negates 8-bit values, which real-valued ciphertexts lack."""
+    if cipher.real_valued_ciphertexts:
+        return (
+            f"FR undoes the negative-positive transform by folding 8-bit values; {cipher.name} "
+            "ciphertexts are real-valued mixes of a whole block, with no such transform"
+        )
+    return None
+
+
+@register_attack("fr", applies=needs_8bit_ciphertexts)
 def run_fr(context: AttackContext) -> AttackOutcome:
-    """FR-Attack (basic) on the victim ciphertexts; any cipher of the plain layout."""
+    """FR-Attack (basic) on the victim ciphertexts; any 8-bit cipher of the plain layout."""
     rescale = bool(context.settings.get("rescale", False))
     return AttackOutcome(fr_basic(context.victim_ciphertexts, rescale=rescale))
 
 
-@register_attack("fr_advanced")
+@register_attack("fr_advanced", applies=needs_8bit_ciphertexts)
 def run_fr_advanced(context: AttackContext) -> AttackOutcome:
-    """FR-Attack (advanced) on the victim ciphertexts; any cipher of the plain layout."""
+    """FR-Attack (advanced) on the victim ciphertexts; any 8-bit cipher of the plain layout."""
     return AttackOutcome(fr_advanced(context.victim_ciphertexts))

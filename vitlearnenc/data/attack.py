@@ -204,10 +204,17 @@ def _loader(
     )
 
 
-def _check_images(images: torch.Tensor, what: str) -> None:
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+#: dtypes of real-valued ciphertexts (orthomix): float on the 0..1 scale of the float cipher API
+_CIPHERTEXT_FLOATS = (torch.float32, torch.float16)
+
+
+def _check_images(images: torch.Tensor, what: str, ciphertexts: bool = False) -> None:
+    """``images`` is a ``(N, C, H, W)`` uint8 tensor; ``ciphertexts`` may also be real-valued."""
+    allowed = (torch.uint8, *_CIPHERTEXT_FLOATS) if ciphertexts else (torch.uint8,)
+    if not isinstance(images, torch.Tensor) or images.dtype not in allowed or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InputError(f"{what} must be a (N, C, H, W) uint8 tensor, got {shape}")
+        kind = "uint8 (or float32/float16 ciphertext)" if ciphertexts else "uint8"
+        raise InputError(f"{what} must be a (N, C, H, W) {kind} tensor, got {shape}")
 
 
 class VictimEvalMixin:
@@ -248,7 +255,8 @@ class ITNDataModule(VictimEvalMixin, L.LightningDataModule):
 
     Args:
         public_images: ``(N, 3, H, W)`` uint8 plain public images (e.g. CIFAR-10 train).
-        victim_ciphertexts: ``(V, C, H, W)`` uint8 victim ciphertexts to restore.
+        victim_ciphertexts: ``(V, C, H, W)`` uint8 victim ciphertexts to restore (float32/float16
+            for the real-valued orthomix ciphers, on the 0..1 scale).
         cipher: registered cipher name (public); no key.
         block_size: the cipher's block size (public).
         cipher_options: public cipher options (e.g. ``per_image_keys`` for PE).
@@ -278,7 +286,7 @@ class ITNDataModule(VictimEvalMixin, L.LightningDataModule):
     ) -> None:
         super().__init__()
         _check_images(public_images, "public_images")
-        _check_images(victim_ciphertexts, "victim_ciphertexts")
+        _check_images(victim_ciphertexts, "victim_ciphertexts", ciphertexts=True)
         if victim_plain is not None:
             _check_images(victim_plain, "victim_plain")
         get_cipher_class(cipher)  # unknown names fail here, listing the known ones
@@ -362,12 +370,9 @@ class GANDataModule(VictimEvalMixin, L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        for images, what in (
-            (scrambled, "scrambled"),
-            (natural, "natural"),
-            (victim_ciphertexts, "victim_ciphertexts"),
-        ):
-            _check_images(images, what)
+        _check_images(scrambled, "scrambled", ciphertexts=True)
+        _check_images(natural, "natural")
+        _check_images(victim_ciphertexts, "victim_ciphertexts", ciphertexts=True)
         if labels.shape != (len(scrambled),):
             raise InputError(
                 f"labels must have shape ({len(scrambled)},), got {tuple(labels.shape)}"

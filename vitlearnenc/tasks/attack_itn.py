@@ -45,7 +45,13 @@ ITN_OPTIM: dict[str, Any] = {
 
 
 def to_signed_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, C, H, W)`` 0..255 -> float32 in [-1, 1] (the networks' tanh range)."""
+    """uint8 ``(B, C, H, W)`` 0..255 -> float32 in [-1, 1] (the networks' tanh range).
+
+    Real-valued ciphertexts (orthomix; float, on the 0..1 scale of the float cipher API) take the
+    same affine map, ``2x - 1``, so both kinds reach the network on one scale.
+    """
+    if images.is_floating_point():
+        return images.float().mul(2.0).sub(1.0)
     return images.float().div(127.5).sub(1.0)
 
 
@@ -71,7 +77,8 @@ class RestorationTask(L.LightningModule):
         raise NotImplementedError
 
     def restore(self, ciphertexts: torch.Tensor) -> torch.Tensor:
-        """Restore ``(B, C, H, W)`` uint8 ciphertexts to ``(B, 3, H, W)`` uint8 estimates."""
+        """Restore ``(B, C, H, W)`` ciphertexts (uint8, or float for the real-valued ciphers) to
+        ``(B, 3, H, W)`` uint8 estimates."""
         return to_uint8(self.restorer()(to_signed_unit(ciphertexts)))
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
