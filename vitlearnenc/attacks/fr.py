@@ -119,7 +119,7 @@ def needs_8bit_ciphertexts(cipher: Cipher) -> str | None:
     if cipher.real_valued_ciphertexts:
         return (
             f"FR undoes the negative-positive transform by folding 8-bit values; {cipher.name} "
-            "ciphertexts are real-valued mixes of a whole block, with no such transform"
+            "ciphertexts are real-valued linear mixes of pixel values, with no such transform"
         )
     return None
 
