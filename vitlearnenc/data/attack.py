@@ -34,6 +34,7 @@ from vitlearnenc.ciphers import build_cipher, get_cipher_class, probe_cipher
 from vitlearnenc.data.base import EncryptedDataModule
 from vitlearnenc.data.datasets import UInt8ImageDataset, collate_batch, split_train_val
 from vitlearnenc.errors import InputError
+from vitlearnenc.utils.imagefiles import ARRAY_DTYPES
 from vitlearnenc.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
@@ -204,13 +205,10 @@ def _loader(
     )
 
 
-#: dtypes of real-valued ciphertexts (orthomix): float on the 0..1 scale of the float cipher API
-_CIPHERTEXT_FLOATS = (torch.float32, torch.float16)
-
-
 def _check_images(images: torch.Tensor, what: str, ciphertexts: bool = False) -> None:
-    """``images`` is a ``(N, C, H, W)`` uint8 tensor; ``ciphertexts`` may also be real-valued."""
-    allowed = (torch.uint8, *_CIPHERTEXT_FLOATS) if ciphertexts else (torch.uint8,)
+    """``images`` is a ``(N, C, H, W)`` uint8 tensor; ``ciphertexts`` may also be real-valued
+    (orthomix: float32/float16 on the 0..1 scale of the float cipher API)."""
+    allowed = (torch.uint8, *ARRAY_DTYPES.values()) if ciphertexts else (torch.uint8,)
     if not isinstance(images, torch.Tensor) or images.dtype not in allowed or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         kind = "uint8 (or float32/float16 ciphertext)" if ciphertexts else "uint8"
@@ -370,9 +368,12 @@ class GANDataModule(VictimEvalMixin, L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        _check_images(scrambled, "scrambled", ciphertexts=True)
-        _check_images(natural, "natural")
-        _check_images(victim_ciphertexts, "victim_ciphertexts", ciphertexts=True)
+        for images, what in (
+            (scrambled, "scrambled"),
+            (natural, "natural"),
+            (victim_ciphertexts, "victim_ciphertexts"),
+        ):
+            _check_images(images, what)
         if labels.shape != (len(scrambled),):
             raise InputError(
                 f"labels must have shape ({len(scrambled)},), got {tuple(labels.shape)}"

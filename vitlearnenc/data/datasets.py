@@ -25,8 +25,10 @@ from torch.utils.data import (
 from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
 
 from vitlearnenc.errors import InputError
+from vitlearnenc.utils.imagefiles import ARRAY_DTYPES
 
-_DTYPES = (torch.uint8, torch.float32, torch.float16)
+#: uint8 images, or the float ciphertexts that real-valued ciphers store
+_DTYPES = (torch.uint8, *ARRAY_DTYPES.values())
 
 
 class UInt8ImageDataset(Dataset[dict[str, torch.Tensor]]):
