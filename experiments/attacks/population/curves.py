@@ -306,7 +306,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(12, 4.5))
+    figure = Figure(figsize=(15, 4.5))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2)
     colours = {name: f"C{i}" for i, name in enumerate(ORDER)}
@@ -331,7 +331,9 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(title)
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="center right", title="dotted: up to orientation",
+    # the legend beside the axes, not over the curves (18 series)
+    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="upper left",
+                   bbox_to_anchor=(1.02, 1.0), title="dotted: up to orientation",
                    title_fontsize=7)  # fmt: skip
     figure.tight_layout()
     figure.savefig(path, dpi=120)
