@@ -54,7 +54,13 @@ from vitlearnenc.ciphers import Cipher, build_cipher, get_cipher_class, load_key
 from vitlearnenc.data.imagestore import is_archive, iter_archive_images
 from vitlearnenc.utils.files import write_json_atomic
 from vitlearnenc.utils.image_ops import resize_uint8
-from vitlearnenc.utils.imagefiles import ImageReadError, dtype_name, list_images, read_image
+from vitlearnenc.utils.imagefiles import (
+    ARRAY_DTYPES,
+    ImageReadError,
+    dtype_name,
+    list_images,
+    read_image,
+)
 from vitlearnenc.utils.markers import MARKER_NAME, MarkerError, find_marker
 
 #: the metadata file in a packed output; its presence marks the output as complete
@@ -64,7 +70,7 @@ _VERSION = 1
 RESIZE_MODES = ("resize", "shorter-center-crop")
 SPLITS = ("train", "val", "test")
 #: dtypes of stored images: uint8 images, or real-valued ciphertexts (never lossy-compressed)
-SHARD_DTYPES = ("uint8", "float32", "float16")
+SHARD_DTYPES = ("uint8", *ARRAY_DTYPES)
 _CIFAR_FOLDERS = {"cifar-10-batches-py": "cifar10", "cifar-100-python": "cifar100"}
 
 

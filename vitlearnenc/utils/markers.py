@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from vitlearnenc.errors import VitlearnencError
 from vitlearnenc.utils.files import write_json_atomic
+from vitlearnenc.utils.imagefiles import ARRAY_DTYPES
 
 if TYPE_CHECKING:  # utils stays below ciphers in the import order
     from vitlearnenc.ciphers import CipherKey
@@ -34,7 +35,8 @@ if TYPE_CHECKING:  # utils stays below ciphers in the import order
 MARKER_NAME = ".vitlearnenc.json"
 _WRITER = "vitlearnenc-encrypt"
 _VERSION = 1
-_DTYPES = ("uint8", "float32", "float16")
+#: ciphertext dtypes a marker may record: uint8 images or the array files' float dtypes
+_DTYPES = ("uint8", *ARRAY_DTYPES)
 
 
 class MarkerError(VitlearnencError, ValueError):
